@@ -1,0 +1,33 @@
+# PromptLooper: `make run` starts the app with a demo, `make test` runs every test.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: run test install install-dev lint bench services
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install: $(PY)
+	$(PIP) install -q -r requirements.txt
+	bash scripts/install_local_model.sh $(VENV)
+
+install-dev: install
+	$(PIP) install -q -r requirements-dev.txt
+	bash scripts/install_system_deps.sh
+
+run: install
+	$(PY) manage.py run_local
+
+test: install-dev
+	bash scripts/test.sh
+
+lint:
+	$(VENV)/bin/ruff check .
+
+bench: install-dev
+	$(PY) bench/sweep_throughput.py
+
+services:
+	bash scripts/start_services.sh

@@ -1,0 +1,65 @@
+from django.contrib import admin
+
+from experiments.models import DatasetItem, Experiment, Sweep
+
+
+class DatasetItemInline(admin.TabularInline):
+    model = DatasetItem
+    extra = 0
+    fields = ["position", "input", "reference"]
+
+
+class SweepInline(admin.TabularInline):
+    model = Sweep
+    extra = 0
+    fields = ["type", "status", "total_runs", "completed_runs", "failed_runs", "tokens_used", "created_at"]
+    readonly_fields = fields
+    show_change_link = True
+    can_delete = False
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    list_display = ["name", "endpoint", "stage_count", "item_count", "created_by", "updated_at"]
+    list_filter = ["endpoint", "created_at"]
+    search_fields = ["name", "description"]
+    list_select_related = ["endpoint", "created_by"]
+    inlines = [DatasetItemInline, SweepInline]
+    readonly_fields = ["created_at", "updated_at"]
+
+    @admin.display(description="stages")
+    def stage_count(self, obj: Experiment) -> int:
+        return len(obj.pipeline or [])
+
+    @admin.display(description="dataset rows")
+    def item_count(self, obj: Experiment) -> int:
+        return obj.items.count()
+
+
+@admin.register(DatasetItem)
+class DatasetItemAdmin(admin.ModelAdmin):
+    list_display = ["id", "experiment", "position", "reference"]
+    list_filter = ["experiment"]
+    search_fields = ["reference"]
+    list_select_related = ["experiment"]
+
+
+@admin.register(Sweep)
+class SweepAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "experiment",
+        "type",
+        "status",
+        "total_runs",
+        "completed_runs",
+        "failed_runs",
+        "cancelled_runs",
+        "tokens_used",
+        "token_budget",
+        "created_at",
+    ]
+    list_filter = ["status", "type", "experiment"]
+    search_fields = ["experiment__name", "error"]
+    list_select_related = ["experiment"]
+    readonly_fields = ["created_at", "started_at", "finished_at"]

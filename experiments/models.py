@@ -1,0 +1,159 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from experiments.validation import validate_experiment
+
+
+class Experiment(models.Model):
+    """A pipeline of prompt stages, a dataset, a parameter space and weighted scorers."""
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    endpoint = models.ForeignKey(
+        "endpoints.Endpoint",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="experiments",
+    )
+    # [{name, system, user, model?, params?}, ...] in order
+    pipeline = models.JSONField(default=list)
+    # {param: [values] | {min, max, log?, type?}}; "<stage>.<param>", "<stage>.user" allowed
+    parameter_space = models.JSONField(default=dict, blank=True)
+    # [{type, weight, config, name?}, ...]
+    scorers = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="experiments",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        validate_experiment(self.pipeline, self.parameter_space, self.scorers)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [stage["name"] for stage in self.pipeline]
+
+    def active_sweep(self) -> "Sweep | None":
+        return self.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).order_by("-created_at").first()
+
+    def dataset_variables(self) -> list[str]:
+        """Names the dataset provides to templates (the union over rows)."""
+        names: set[str] = set()
+        for row in self.items.values_list("input", flat=True):
+            names.update(row or {})
+        return sorted(names)
+
+
+class DatasetItem(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField(default=0)
+    input = models.JSONField(default=dict, help_text="Template variables for this row.")
+    reference = models.TextField(blank=True, help_text="The expected answer.")
+
+    class Meta:
+        ordering = ["experiment", "position", "id"]
+        indexes = [models.Index(fields=["experiment", "position"])]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {str(self.input)[:60]}"
+
+
+class SweepType(models.TextChoices):
+    GRID = "grid"
+    RANDOM = "random"
+    GUIDED = "guided"
+
+
+class SweepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+ACTIVE_SWEEP_STATUSES = (
+    SweepStatus.PENDING,
+    SweepStatus.RUNNING,
+    SweepStatus.PAUSED,
+    SweepStatus.STOPPING,
+)
+FINISHED_SWEEP_STATUSES = (
+    SweepStatus.STOPPED,
+    SweepStatus.COMPLETED,
+    SweepStatus.FAILED,
+    SweepStatus.BUDGET_EXHAUSTED,
+)
+
+
+class Sweep(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="sweeps")
+    type = models.CharField(max_length=10, choices=SweepType.choices, default=SweepType.GRID)
+    # parameter_space, n_samples, seed, repeats, ... as requested at launch
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=20, choices=SweepStatus.choices, default=SweepStatus.PENDING, db_index=True
+    )
+    max_concurrent = models.PositiveIntegerField(default=8)
+    token_budget = models.BigIntegerField(default=1_000_000)
+    tokens_used = models.BigIntegerField(default=0)
+    estimate = models.JSONField(default=dict, blank=True)
+    total_runs = models.PositiveIntegerField(default=0)
+    completed_runs = models.PositiveIntegerField(default=0)
+    failed_runs = models.PositiveIntegerField(default=0)
+    cancelled_runs = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sweeps",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["experiment", "status"])]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(tokens_used__gte=0), name="sweep_tokens_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} sweep #{self.pk} of {self.experiment}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_SWEEP_STATUSES
+
+    @property
+    def remaining_runs(self) -> int:
+        return max(0, self.total_runs - self.completed_runs - self.failed_runs - self.cancelled_runs)
+
+    @property
+    def progress(self) -> float:
+        done = self.total_runs - self.remaining_runs
+        return done / self.total_runs if self.total_runs else 0.0
+
+    def finish(self, status: str, error: str = "") -> None:
+        self.status, self.error, self.finished_at = status, error, timezone.now()
+        self.save(update_fields=["status", "error", "finished_at"])

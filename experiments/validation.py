@@ -1,0 +1,142 @@
+"""Validation of an experiment's pipeline, parameter space and scorers.
+
+Used by Experiment.clean(), the API serializers and the UI forms alike, so a
+mistake is reported the same way everywhere: a ValidationError keyed by field,
+with a message that names the stage, the field and the line.
+"""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from engine.scorers import validate_scorer
+from engine.templates import parse_template
+from engine.types import EngineError
+
+STAGE_KEYS = {"name", "system", "user", "model", "params"}
+RANGE_KEYS = {"min", "max", "log", "type"}
+TEMPLATE_FIELDS = ("system", "user")
+
+
+def validate_pipeline(pipeline: Any) -> None:
+    if not isinstance(pipeline, list) or not pipeline:
+        raise ValidationError({"pipeline": "A pipeline needs at least one stage."})
+    names: set[str] = set()
+    for index, stage in enumerate(pipeline, start=1):
+        where = f"stage {index}"
+        if not isinstance(stage, dict):
+            raise ValidationError({"pipeline": f"{where} must be an object with name and user."})
+        unknown = set(stage) - STAGE_KEYS
+        if unknown:
+            raise ValidationError({"pipeline": f"{where} has unknown keys: {sorted(unknown)}."})
+        name = stage.get("name")
+        if not isinstance(name, str) or not name.strip() or "." in name:
+            raise ValidationError({"pipeline": f"{where} needs a name without dots."})
+        if name in names:
+            raise ValidationError({"pipeline": f"Stage name '{name}' is used twice."})
+        names.add(name)
+        if not str(stage.get("user") or "").strip():
+            raise ValidationError({"pipeline": f"Stage '{name}' needs a user template."})
+        if not isinstance(stage.get("params", {}), dict):
+            raise ValidationError({"pipeline": f"Stage '{name}' params must be an object."})
+        for field in TEMPLATE_FIELDS:
+            check_template(stage.get(field) or "", f"Stage '{name}' {field} template", "pipeline")
+
+
+def check_template(source: Any, where: str, field: str) -> None:
+    if not isinstance(source, str):
+        raise ValidationError({field: f"{where} must be text."})
+    try:
+        parse_template(source)
+    except EngineError as exc:
+        raise ValidationError({field: f"{where}: {exc}"}) from None
+
+
+def validate_parameter_space(space: Any, stage_names: set[str]) -> None:
+    if not isinstance(space, dict):
+        raise ValidationError({"parameter_space": "The parameter space must be an object."})
+    for key, values in space.items():
+        validate_space_key(key, stage_names)
+        if isinstance(values, list):
+            if not values:
+                raise ValidationError({"parameter_space": f"'{key}' has an empty list of values."})
+            if key.endswith((".system", ".user")):
+                for n, variant in enumerate(values, start=1):
+                    check_template(variant, f"'{key}' variant {n}", "parameter_space")
+        elif isinstance(values, dict):
+            validate_range(key, values)
+        else:
+            raise ValidationError(
+                {"parameter_space": f"'{key}' must be a list of values or a range {{min, max}}."}
+            )
+
+
+def validate_space_key(key: str, stage_names: set[str]) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValidationError({"parameter_space": "Parameter names must be non-empty text."})
+    if "." in key:
+        stage = key.split(".", 1)[0]
+        if stage not in stage_names:
+            raise ValidationError(
+                {"parameter_space": f"'{key}' names stage '{stage}', which the pipeline lacks."}
+            )
+
+
+def validate_range(key: str, spec: dict) -> None:
+    unknown = set(spec) - RANGE_KEYS
+    if unknown:
+        raise ValidationError({"parameter_space": f"'{key}' range has unknown keys {sorted(unknown)}."})
+    low, high = spec.get("min"), spec.get("max")
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numeric:
+        raise ValidationError({"parameter_space": f"'{key}' range needs numeric min and max."})
+    if low > high:
+        raise ValidationError({"parameter_space": f"'{key}' range has min greater than max."})
+    if spec.get("type", "float") not in ("int", "float"):
+        raise ValidationError({"parameter_space": f"'{key}' range type must be int or float."})
+    if spec.get("log") and low <= 0:
+        raise ValidationError({"parameter_space": f"'{key}' log range needs min > 0."})
+
+
+def validate_scorers(scorers: Any) -> None:
+    if not isinstance(scorers, list):
+        raise ValidationError({"scorers": "Scorers must be a list of {type, weight, config}."})
+    names: set[str] = set()
+    for index, scorer in enumerate(scorers, start=1):
+        if not isinstance(scorer, dict) or not isinstance(scorer.get("type"), str):
+            raise ValidationError({"scorers": f"Scorer {index} needs a type."})
+        kind = scorer["type"]
+        weight = scorer.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValidationError({"scorers": f"Scorer {index} ({kind}): weight must be a number >= 0."})
+        name = scorer.get("name") or kind
+        if name in names:
+            raise ValidationError({"scorers": f"Two scorers are named '{name}'; give one a name."})
+        names.add(name)
+        try:
+            validate_scorer(kind, scorer.get("config") or {})
+        except EngineError as exc:
+            raise ValidationError({"scorers": f"Scorer {index} ({kind}): {exc}"}) from None
+
+
+def validate_experiment(pipeline: Any, parameter_space: Any, scorers: Any) -> None:
+    """Validate all three, collecting one error per field."""
+    errors: dict[str, list[str]] = {}
+    for check in (
+        lambda: validate_pipeline(pipeline),
+        lambda: validate_parameter_space(parameter_space, stage_names_of(pipeline)),
+        lambda: validate_scorers(scorers),
+    ):
+        try:
+            check()
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                errors.setdefault(field, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+
+
+def stage_names_of(pipeline: Any) -> set[str]:
+    if not isinstance(pipeline, list):
+        return set()
+    return {s.get("name") for s in pipeline if isinstance(s, dict) and isinstance(s.get("name"), str)}

@@ -1,0 +1,146 @@
+from django.conf import settings
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Run(models.Model):
+    """One configuration evaluated over the experiment's dataset."""
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="runs")
+    sweep = models.ForeignKey(
+        "experiments.Sweep", null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+    )
+    config = models.JSONField(default=dict, help_text="Resolved parameters of this configuration.")
+    config_hash = models.CharField(max_length=64, db_index=True)
+    # Dispatch order inside a sweep: runs of one model are kept together.
+    position = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.PENDING)
+    weighted_score = models.FloatField(null=True, blank=True)
+    score_spread = models.FloatField(null=True, blank=True, help_text="Std. dev. over repeats.")
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    latency_ms = models.FloatField(default=0.0, help_text="Mean latency of the run's LLM calls.")
+    wall_ms = models.FloatField(default=0.0)
+    calls = models.PositiveIntegerField(default=0)
+    cached_calls = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="Who claimed the run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["experiment", "status"]),
+            models.Index(fields=["sweep", "status", "position"]),
+            models.Index(fields=["experiment", "-weighted_score"]),
+        ]
+        constraints = [
+            # A configuration is evaluated once per sweep, even after a crash and resume.
+            models.UniqueConstraint(
+                fields=["sweep", "config_hash"],
+                condition=models.Q(sweep__isnull=False),
+                name="run_unique_config_per_sweep",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run #{self.pk} ({self.status})"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+
+class StageResult(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stage_results")
+    item = models.ForeignKey(
+        "experiments.DatasetItem",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="stage_results",
+    )
+    sample_index = models.PositiveIntegerField(default=0)
+    stage_index = models.PositiveIntegerField()
+    stage_name = models.CharField(max_length=100)
+    model = models.CharField(max_length=200, blank=True)
+    system_prompt = models.TextField(blank=True)
+    user_prompt = models.TextField()
+    output = models.TextField(blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField(default=0.0)
+    cached = models.BooleanField(default=False)
+    config_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["run", "item", "sample_index", "stage_index"]
+        indexes = [models.Index(fields=["run", "item", "sample_index", "stage_index"])]
+
+    def __str__(self) -> str:
+        return f"{self.stage_name} of run #{self.run_id}"
+
+
+class ScoreSource(models.TextChoices):
+    AUTO = "auto"
+    HUMAN = "human"
+
+
+class Score(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="scores")
+    item = models.ForeignKey(
+        "experiments.DatasetItem", null=True, blank=True, on_delete=models.CASCADE, related_name="scores"
+    )
+    sample_index = models.PositiveIntegerField(default=0)
+    scorer = models.CharField(max_length=100)
+    value = models.FloatField()
+    details = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=5, choices=ScoreSource.choices, default=ScoreSource.AUTO)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings"
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "item", "scorer"]
+        indexes = [models.Index(fields=["run", "scorer"]), models.Index(fields=["run", "item"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(value__gte=0.0, value__lte=1.0), name="score_value_in_unit_interval"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scorer}={self.value:.3f} ({self.source})"
+
+
+class ResponseCache(models.Model):
+    """One LLM answer, keyed by the SHA-256 of its full call configuration."""
+
+    config_hash = models.CharField(max_length=64, unique=True)
+    response_text = models.TextField()
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField(default=0.0)
+    model = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    hit_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "cached response"
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return self.config_hash[:12]

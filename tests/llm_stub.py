@@ -1,0 +1,308 @@
+"""A small OpenAI-compatible server on 127.0.0.1 for tests and benchmarks.
+
+It serves /v1/models, /v1/chat/completions (plain and SSE streaming) and
+/v1/embeddings, with scripted latency and faults, and counts what it is asked.
+TCP_NODELAY is set and every response goes out in one write: otherwise
+Nagle's algorithm and delayed ACKs stall each keep-alive request ~40 ms and a
+benchmark would measure the stub, not PromptLooper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[dict[str, Any]], str]
+
+
+def echo_responder(body: dict[str, Any]) -> str:
+    """Answer with the last user message, so a test can see what was sent."""
+    user = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
+    return f"echo: {user[-1] if user else ''}"
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def embed_text(text: str, dims: int = 64) -> list[float]:
+    """A deterministic bag-of-words vector: texts sharing words are similar."""
+    vec = [0.0] * dims
+    for word in text.lower().split():
+        digest = hashlib.sha256(word.strip(".,!?").encode()).digest()
+        vec[digest[0] % dims] += 1.0 if digest[1] % 2 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+@dataclass
+class Fault:
+    """One scripted misbehaviour for the next chat completion.
+
+    kind: "status" (send `status` with `body` and `headers`), "malformed" (200
+    with broken JSON), "truncated" (a stream cut off mid-way), "hang" (sleep
+    `seconds` before answering normally), "disconnect" (close without a reply).
+    """
+
+    kind: str
+    status: int = 500
+    body: str = '{"error": {"message": "scripted failure"}}'
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class LLMStub:
+    def __init__(
+        self,
+        responder: Responder = echo_responder,
+        latency_ms: float | Callable[[dict[str, Any]], float] = 0.0,
+        models: tuple[str, ...] = ("stub-small", "stub-large"),
+        send_usage: bool = True,
+    ):
+        self.responder = responder
+        self.latency_ms = latency_ms
+        self.models = models
+        self.send_usage = send_usage
+        self.faults: deque[Fault] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
+        self.request_times: list[float] = []
+        self.request_headers: list[dict[str, str]] = []  # per chat completion, names lowercased
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> LLMStub:
+        handler = type("Handler", (_Handler,), {"stub": self})
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> LLMStub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the stub first"
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- scripting and counting ------------------------------------------
+    def fail_next(self, kind: str = "status", count: int = 1, **kwargs: Any) -> None:
+        for _ in range(count):
+            self.faults.append(Fault(kind=kind, **kwargs))
+
+    @property
+    def calls(self) -> int:
+        """Chat completions received (faulty ones included)."""
+        return len(self.requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.embedding_requests.clear()
+            self.request_times.clear()
+            self.request_headers.clear()
+            self.faults.clear()
+            self.max_in_flight = 0
+
+    def _record(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Fault | None:
+        with self._lock:
+            self.requests.append(body)
+            self.request_headers.append(headers or {})
+            self.request_times.append(time.monotonic())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self.faults.popleft() if self.faults else None
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _latency(self, body: dict[str, Any]) -> float:
+        value = self.latency_ms(body) if callable(self.latency_ms) else self.latency_ms
+        return value / 1000.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+class _Handler(BaseHTTPRequestHandler):
+    stub: LLMStub
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    # -- plumbing --------------------------------------------------------
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        head = [
+            f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Connection: keep-alive",
+        ]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        self.wfile.flush()
+
+    def _json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload).encode())
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        return json.loads(raw or b"{}")
+
+    # -- routes ----------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            data = [{"id": m, "object": "model", "owned_by": "stub"} for m in self.stub.models]
+            return self._json(200, {"object": "list", "data": data})
+        self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        path = self.path.rstrip("/")
+        try:
+            body = self._body()
+        except json.JSONDecodeError:
+            return self._json(400, {"error": {"message": "request body is not JSON"}})
+        if path in ("/v1/chat/completions", "/chat/completions"):
+            return self._chat(body)
+        if path in ("/v1/embeddings", "/embeddings"):
+            return self._embeddings(body)
+        self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        self.stub.embedding_requests.append(body)
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        data = [{"object": "embedding", "index": i, "embedding": embed_text(t)} for i, t in enumerate(texts)]
+        usage = {"prompt_tokens": sum(count_tokens(t) for t in texts)}
+        self._json(200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        fault = self.stub._record(body, {k.lower(): v for k, v in self.headers.items()})
+        try:
+            time.sleep(self.stub._latency(body))
+            if fault and self._apply_fault(fault):
+                return
+            text = self.stub.responder(body)
+            if body.get("stream"):
+                self._stream(body, text)
+            else:
+                self._json(200, self._completion(body, text))
+        finally:
+            self.stub._done()
+
+    def _apply_fault(self, fault: Fault) -> bool:
+        """Send the fault's reply; False means 'then answer normally'."""
+        if fault.kind == "hang":
+            time.sleep(fault.seconds)
+            return False
+        if fault.kind == "status":
+            self._send(fault.status, fault.body.encode(), headers=fault.headers)
+        elif fault.kind == "malformed":
+            self._send(200, b'{"choices": [{"message": {"content": "cut')
+        elif fault.kind == "truncated":
+            chunk = {"choices": [{"index": 0, "delta": {"content": "partial"}}]}
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Content-Length: 100000\r\n\r\n" + f"data: {json.dumps(chunk)}\n\n".encode()
+            )
+            self.close_connection = True
+        elif fault.kind == "disconnect":
+            self.close_connection = True
+        return True
+
+    def _usage(self, body: dict[str, Any], text: str) -> dict[str, int]:
+        prompt = " ".join(m.get("content", "") for m in body.get("messages", []))
+        tin, tout = count_tokens(prompt), count_tokens(text)
+        return {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}
+
+    def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+            ],
+        }
+        if self.stub.send_usage:
+            payload["usage"] = self._usage(body, text)
+        return payload
+
+    def _stream(self, body: dict[str, Any], text: str) -> None:
+        model = body.get("model", "")
+        words = text.split(" ")
+        events = []
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            events.append(
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+            )
+        events.append(
+            {
+                "id": "chatcmpl-stub",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+        )
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        if self.stub.send_usage and wants_usage:
+            events.append(
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [],
+                    "usage": self._usage(body, text),
+                }
+            )
+        sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        self._send(200, sse.encode(), content_type="text/event-stream")
