@@ -107,6 +107,9 @@ else:
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests use a file too: an in-memory database locks whole tables between the
+    # threads of the in-process worker instead of waiting.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test_db_{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Unset = single-machine mode: in-process worker and in-memory channel layer.
@@ -125,12 +128,23 @@ RQ_QUEUES = {
     for name in ("default", "sweeps", "webhooks")
 }
 
+# Enqueue jobs only once the transaction that created their rows has committed.
+RQ = {"COMMIT_MODE": "on_db_commit"}
+# Threads of the in-process worker (single-machine mode).
+INPROCESS_WORKERS = envint("INPROCESS_WORKERS", "4")
+
 MAX_CONCURRENT_RUNS = envint("MAX_CONCURRENT_RUNS", "8")
 MAX_TOKENS_PER_SWEEP = envint("MAX_TOKENS_PER_SWEEP", "1000000")
 MAX_SWEEP_RUNS = envint("MAX_SWEEP_RUNS", "10000")
+# Orchestrators that share one sweep (RQ jobs; several machines may take them).
+SWEEP_WORKERS = envint("SWEEP_WORKERS", "4" if REDIS_URL else "1")
+# A running run whose worker has not been heard from for this long is taken back.
+SWEEP_STALE_AFTER_S = envint("SWEEP_STALE_AFTER_S", "60")
 # Webhook destinations on loopback/private/link-local addresses are refused unless allowed.
 WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", "10")
+# Seconds before the first webhook retry; each further retry waits twice as long.
+WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", "2")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

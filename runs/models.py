@@ -32,6 +32,8 @@ class Run(models.Model):
     cached_calls = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Who claimed the run.")
+    # Refreshed while a worker holds the run; a stale one means the worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -102,7 +104,8 @@ class Score(models.Model):
     )
     sample_index = models.PositiveIntegerField(default=0)
     scorer = models.CharField(max_length=100)
-    value = models.FloatField()
+    # None: the scorer could not score this item (details["error"] says why).
+    value = models.FloatField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
     source = models.CharField(max_length=5, choices=ScoreSource.choices, default=ScoreSource.AUTO)
     author = models.ForeignKey(
@@ -121,7 +124,8 @@ class Score(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.scorer}={self.value:.3f} ({self.source})"
+        shown = "error" if self.value is None else f"{self.value:.3f}"
+        return f"{self.scorer}={shown} ({self.source})"
 
 
 class ResponseCache(models.Model):

@@ -1,0 +1,255 @@
+"""Runs many configurations of one sweep at once, within limits a user can steer.
+
+Several orchestrators (one per worker, on any number of machines) may share a
+sweep: each claims pending runs in batches from a `RunSource`, so a run is
+evaluated by one of them. Between LLM calls every orchestrator obeys the
+sweep's control state (pause, stop) and its token budget:
+
+- a gate in front of the LLM client closes; calls already in flight finish
+  and are kept (the cache stores them), and no new call starts;
+- then the runs that were still going are cancelled and handed back: to
+  "pending" on pause (resume runs them again, their finished calls served by
+  the cache), to "cancelled" on stop or when the budget is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.events import EventBus
+from engine.runner import ResultSink, RunOutcome, RunSpec, run_single
+from engine.types import CallResult, EndpointConfig, LLMClient, Messages
+
+logger = logging.getLogger(__name__)
+
+RUNNING, PAUSED, STOPPING = "running", "paused", "stopping"
+
+
+class RunSource(Protocol):
+    """Where runs come from and go back to (the apps implement it on the ORM)."""
+
+    async def claim(self, limit: int) -> list[RunSpec]: ...
+
+    async def release(self, run_ids: list[Any], cancel: bool) -> None: ...
+
+    def sink(self, spec: RunSpec) -> ResultSink: ...
+
+
+class SweepControl(Protocol):
+    """The shared state of one sweep, read by every orchestrator."""
+
+    async def state(self) -> str: ...  # RUNNING, PAUSED or STOPPING
+
+    async def add_tokens(self, tokens: int) -> int: ...  # returns the sweep's total so far
+
+    async def progress(self, outcomes: list[RunOutcome]) -> None: ...  # finished runs, batched
+
+    async def heartbeat(self) -> None: ...
+
+
+@dataclass
+class SweepReport:
+    finished: int = 0
+    released: int = 0
+    reason: str = "drained"  # drained | paused | stopping | budget_exhausted
+    tokens_spent: int = 0
+    overshoot: int = 0  # tokens spent past the budget by calls that were in flight
+
+
+@dataclass
+class _Gate:
+    """Lets LLM calls through while the sweep runs; counts the calls in flight."""
+
+    open: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.open.set()
+        self.idle.set()
+
+
+class GatedClient:
+    """An LLMClient that lets a call start only while the gate is open, counts the
+    calls in flight and reports what each real call spent."""
+
+    def __init__(self, inner: LLMClient, gate: _Gate, on_spend: Any, max_concurrent: int):
+        self.inner, self.gate, self.on_spend = inner, gate, on_spend
+        self.slots = asyncio.Semaphore(max_concurrent)
+
+    async def complete(
+        self,
+        endpoint: EndpointConfig,
+        messages: Messages,
+        model: str,
+        params: dict[str, Any],
+        sample_index: int = 0,
+    ) -> CallResult:
+        while True:
+            await self.gate.open.wait()
+            async with self.slots:
+                # Checked again once a slot is ours: calls that queued for a slot
+                # before a pause or the budget closed the gate must not go out.
+                if self.gate.open.is_set():
+                    return await self._call(endpoint, messages, model, params, sample_index)
+
+    async def _call(
+        self,
+        endpoint: EndpointConfig,
+        messages: Messages,
+        model: str,
+        params: dict[str, Any],
+        sample_index: int,
+    ) -> CallResult:
+        self.gate.in_flight += 1
+        self.gate.idle.clear()
+        try:
+            result = await self.inner.complete(endpoint, messages, model, params, sample_index)
+        finally:
+            self.gate.in_flight -= 1
+            if self.gate.in_flight == 0:
+                self.gate.idle.set()
+        if not result.cached:
+            self.on_spend(result.response.tokens_in + result.response.tokens_out)
+        return result
+
+    async def embed(
+        self, endpoint: EndpointConfig | None, texts: list[str], model: str = ""
+    ) -> list[list[float]]:
+        return await self.inner.embed(endpoint, texts, model)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        source: RunSource,
+        control: SweepControl,
+        llm: LLMClient,
+        *,
+        max_concurrent: int,
+        token_budget: int,
+        events: EventBus | None = None,
+        poll_interval: float = 0.2,
+        runs_in_flight: int | None = None,
+    ):
+        self.source, self.control, self.events = source, control, events
+        self.token_budget = token_budget
+        self.poll_interval = poll_interval
+        self.gate = _Gate()
+        self.llm = GatedClient(llm, self.gate, self._spent, max_concurrent)
+        self.runs_in_flight = runs_in_flight or max(2, 2 * max_concurrent)
+        self.report = SweepReport()
+        self._unsynced = 0  # tokens spent here, not yet added to the shared total
+        self._known_total = 0  # the shared total as of the last sync
+        self._finished: list[RunOutcome] = []
+        self._tasks: dict[asyncio.Task, Any] = {}
+        self._halt: str | None = None
+        self._halted = asyncio.Event()
+
+    # -- spending ---------------------------------------------------------
+    def _spent(self, tokens: int) -> None:
+        self._unsynced += tokens
+        self.report.tokens_spent += tokens
+        if self._known_total + self._unsynced >= self.token_budget and self._halt is None:
+            self._close("budget_exhausted")
+
+    async def _sync(self) -> None:
+        delta, self._unsynced = self._unsynced, 0
+        self._known_total = await self.control.add_tokens(delta)
+        if self._known_total >= self.token_budget and self._halt is None:
+            self._close("budget_exhausted")
+        if self._finished:
+            done, self._finished = self._finished, []
+            await self.control.progress(done)
+
+    def _close(self, reason: str) -> None:
+        self._halt = reason
+        self.gate.open.clear()
+        self._halted.set()
+
+    # -- the loop ---------------------------------------------------------
+    async def execute(self) -> SweepReport:
+        watcher = asyncio.create_task(self._watch())
+        try:
+            await self._dispatch()
+            if self._halt is not None:
+                await self._drain()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await self._sync()
+        self.report.reason = self._halt or "drained"
+        if self._halt == "budget_exhausted":
+            self.report.overshoot = max(0, self._known_total - self.token_budget)
+        return self.report
+
+    async def _dispatch(self) -> None:
+        exhausted = False
+        halted = asyncio.create_task(self._halted.wait())
+        try:
+            while self._halt is None:
+                free = self.runs_in_flight - len(self._tasks)
+                if free > 0 and not exhausted:
+                    specs = await self.source.claim(free)
+                    exhausted = len(specs) < free
+                    for spec in specs:
+                        self._start(spec)
+                if not self._tasks:
+                    return
+                done, _ = await asyncio.wait([*self._tasks, halted], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._tasks.pop(task, None)
+        finally:
+            halted.cancel()
+
+    def _start(self, spec: RunSpec) -> None:
+        task = asyncio.create_task(self._run(spec))
+        self._tasks[task] = spec.run_id
+
+    async def _run(self, spec: RunSpec) -> None:
+        try:
+            outcome = await run_single(spec, self.llm, self.source.sink(spec), self.events)
+        except Exception as exc:  # the sink failed (e.g. the database went away)
+            logger.exception("Run %s could not be stored", spec.run_id)
+            outcome = RunOutcome(run_id=spec.run_id, status="failed", error=f"Could not store results: {exc}")
+        self.report.finished += 1
+        self._finished.append(outcome)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self._sync()
+                state = await self.control.state()
+                await self.control.heartbeat()
+            except Exception:  # a passing database/Redis error must not kill the sweep
+                logger.exception("Sweep control check failed; retrying")
+                continue
+            if state in (PAUSED, STOPPING) and self._halt is None:
+                self._close(state)
+
+    async def _drain(self) -> None:
+        """Let calls in flight finish, then hand back the runs still going."""
+        await self.gate.idle.wait()
+        # Runs that finished while the last calls came back are complete: keep them.
+        await asyncio.sleep(0)
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        released = [self._tasks[t] for t in pending if t.cancelled()]
+        self._tasks.clear()
+        if released:
+            await self.source.release(released, cancel=self._halt != PAUSED)
+        self.report.released = len(released)
+
+
+def runs_in_flight_for(max_concurrent: int, items: int, repeats: int, item_concurrency: int) -> int:
+    """Enough runs at once to keep `max_concurrent` calls busy, and not many more
+    (a pause hands back every run that is still going)."""
+    per_run = max(1, min(item_concurrency, items * repeats))
+    return max(2, math.ceil(max_concurrent / per_run) * 2)

@@ -1,0 +1,192 @@
+"""The ORM (and, in distributed mode, Redis) side of a sweep's orchestration:
+claiming runs, handing them back, the shared token count, and the pause/stop
+flag every worker reads between calls."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from engine.events import EventType
+from engine.orchestrator import PAUSED, RUNNING, STOPPING
+from engine.runner import ResultSink, RunOutcome, RunSpec
+from engine.types import EndpointConfig, Item
+from experiments.models import Sweep, SweepStatus
+from runs import bridge
+from runs.events import event_bus
+from runs.models import Run, RunStatus
+from runs.queue import worker_name
+
+FLAG_KEY = "promptlooper:sweep:{}:state"
+STATE_OF_STATUS = {
+    SweepStatus.PAUSED: PAUSED,
+    SweepStatus.STOPPING: STOPPING,
+    SweepStatus.STOPPED: STOPPING,
+    SweepStatus.BUDGET_EXHAUSTED: STOPPING,
+    SweepStatus.FAILED: STOPPING,
+}
+
+
+def redis_client():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def set_flag(sweep_id: int, status: str) -> None:
+    """Distributed mode: publish the sweep's state where every worker reads it."""
+    if settings.REDIS_URL:
+        redis_client().set(FLAG_KEY.format(sweep_id), status, ex=7 * 24 * 3600)
+
+
+def read_state(sweep_id: int) -> str:
+    status = None
+    if settings.REDIS_URL:
+        raw = redis_client().get(FLAG_KEY.format(sweep_id))
+        status = raw.decode() if raw else None
+    if status is None:
+        status = Sweep.objects.values_list("status", flat=True).get(pk=sweep_id)
+    return STATE_OF_STATUS.get(status, RUNNING)
+
+
+class SweepRuns:
+    """engine.orchestrator.RunSource and SweepControl for one worker on one sweep."""
+
+    def __init__(self, sweep: Sweep, endpoints: dict[str, EndpointConfig], items: list[Item], repeats: int):
+        self.sweep_id = sweep.pk
+        self.experiment = sweep.experiment
+        self.endpoints, self.items, self.repeats = endpoints, items, repeats
+        self.token = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+
+    # -- RunSource --------------------------------------------------------
+    async def claim(self, limit: int) -> list[RunSpec]:
+        return await sync_to_async(self._claim)(limit)
+
+    def _claim(self, limit: int) -> list[RunSpec]:
+        pending = Run.objects.filter(sweep_id=self.sweep_id, status=RunStatus.PENDING)
+        ids = list(pending.order_by("position", "id").values_list("id", flat=True)[:limit])
+        now = timezone.now()
+        # Conditional update: a run another worker took in the meantime is not taken twice.
+        Run.objects.filter(pk__in=ids, status=RunStatus.PENDING).update(
+            status=RunStatus.RUNNING, worker=self.token, started_at=now, heartbeat_at=now
+        )
+        runs = Run.objects.filter(pk__in=ids, worker=self.token, status=RunStatus.RUNNING).order_by(
+            "position"
+        )
+        specs = []
+        for run in runs:
+            run.experiment = self.experiment
+            specs.append(bridge.run_spec(run, self.items, self.endpoints, self.repeats))
+        return specs
+
+    async def release(self, run_ids: list[Any], cancel: bool) -> None:
+        await sync_to_async(release_runs)(run_ids, cancel)
+
+    def sink(self, spec: RunSpec) -> ResultSink:
+        return bridge.OrmResultSink(spec.run_id, worker=self.token)
+
+    # -- SweepControl -----------------------------------------------------
+    async def state(self) -> str:
+        return await sync_to_async(read_state)(self.sweep_id)
+
+    async def add_tokens(self, tokens: int) -> int:
+        return await sync_to_async(self._add_tokens)(tokens)
+
+    def _add_tokens(self, tokens: int) -> int:
+        sweep = Sweep.objects.filter(pk=self.sweep_id)
+        if tokens:
+            sweep.update(tokens_used=F("tokens_used") + tokens)
+        return sweep.values_list("tokens_used", flat=True).get()
+
+    async def progress(self, outcomes: list[RunOutcome]) -> None:
+        await sync_to_async(self._progress)(outcomes)
+
+    def _progress(self, outcomes: list[RunOutcome]) -> None:
+        completed = sum(1 for o in outcomes if o.status == "completed")
+        Sweep.objects.filter(pk=self.sweep_id).update(
+            completed_runs=F("completed_runs") + completed,
+            failed_runs=F("failed_runs") + len(outcomes) - completed,
+        )
+        publish_progress(Sweep.objects.get(pk=self.sweep_id))
+
+    async def heartbeat(self) -> None:
+        await sync_to_async(Run.objects.filter(worker=self.token, status=RunStatus.RUNNING).update)(
+            heartbeat_at=timezone.now()
+        )
+
+
+def release_runs(run_ids: list[Any], cancel: bool) -> None:
+    runs = Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING)
+    if cancel:
+        runs.update(status=RunStatus.CANCELLED, finished_at=timezone.now())
+    else:
+        runs.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
+
+
+def recover_stale_runs(sweep_id: int, force: bool = False) -> int:
+    """Hand back runs whose worker died (no heartbeat for SWEEP_STALE_AFTER_S)."""
+    running = Run.objects.filter(sweep_id=sweep_id, status=RunStatus.RUNNING)
+    if not force:
+        cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
+        running = running.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    return running.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
+
+
+def recount(sweep: Sweep) -> dict[str, int]:
+    """Authoritative counters from the runs themselves."""
+    counts = dict(
+        Run.objects.filter(sweep=sweep)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    fields = {
+        "completed_runs": counts.get(RunStatus.COMPLETED, 0),
+        "failed_runs": counts.get(RunStatus.FAILED, 0),
+        "cancelled_runs": counts.get(RunStatus.CANCELLED, 0),
+    }
+    Sweep.objects.filter(pk=sweep.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(sweep, name, value)
+    return counts
+
+
+def publish(sweep: Sweep, kind: EventType, **data: Any) -> None:
+    event_bus().publish(kind, experiment_id=sweep.experiment_id, sweep_id=sweep.pk, **data)
+
+
+def publish_progress(sweep: Sweep) -> None:
+    publish(
+        sweep,
+        EventType.SWEEP_PROGRESS,
+        status=sweep.status,
+        total_runs=sweep.total_runs,
+        completed_runs=sweep.completed_runs,
+        failed_runs=sweep.failed_runs,
+        cancelled_runs=sweep.cancelled_runs,
+        tokens_used=sweep.tokens_used,
+        token_budget=sweep.token_budget,
+    )
+
+
+def endpoints_for_worker(endpoints: dict[str, EndpointConfig], workers: int) -> dict[str, EndpointConfig]:
+    """Split each endpoint's own limit between the sweep's workers, so that
+    together they never exceed it (launch keeps workers <= the smallest limit)."""
+    if workers <= 1:
+        return endpoints
+    shared = {}
+    for name, endpoint in endpoints.items():
+        limit = endpoint.max_concurrency
+        shared[name] = endpoint if limit <= 0 else _with_limit(endpoint, max(1, limit // workers))
+    return shared
+
+
+def _with_limit(endpoint: EndpointConfig, limit: int) -> EndpointConfig:
+    return replace(endpoint, max_concurrency=limit)

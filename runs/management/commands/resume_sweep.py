@@ -1,0 +1,27 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from experiments.models import Sweep
+from runs.sweeps import SweepStateError, resume_sweep
+
+
+class Command(BaseCommand):
+    help = "Resume a paused sweep, or one whose worker died, from the runs not yet done."
+
+    def add_arguments(self, parser):
+        parser.add_argument("sweep_id", type=int)
+        parser.add_argument(
+            "--recover",
+            action="store_true",
+            help="Also take back runs still marked running (use when their worker is dead).",
+        )
+
+    def handle(self, *args, **options):
+        sweep = Sweep.objects.filter(pk=options["sweep_id"]).first()
+        if sweep is None:
+            raise CommandError(f"No sweep #{options['sweep_id']}.")
+        try:
+            sweep = resume_sweep(sweep, recover=options["recover"])
+        except SweepStateError as exc:
+            raise CommandError(str(exc)) from None
+        left = sweep.remaining_runs
+        self.stdout.write(f"Resumed sweep #{sweep.pk}: {left} run(s) to go, dispatched to workers.")

@@ -1,0 +1,319 @@
+"""A sweep's life: launch (plan, estimate, create runs, dispatch), the
+`execute_sweep` job that workers share, pause / resume / stop, and finishing."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from engine import sweep as sweeps
+from engine.cache import ResponseCache
+from engine.events import EventType
+from engine.gateway import Gateway
+from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
+from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Sweep, SweepStatus
+from runs import bridge
+from runs.control import (
+    SweepRuns,
+    endpoints_for_worker,
+    publish,
+    publish_progress,
+    recount,
+    recover_stale_runs,
+    set_flag,
+)
+from runs.events import event_bus
+from runs.models import Run, RunStatus
+from runs.queue import enqueue
+
+
+class SweepStateError(Exception):
+    """The sweep is not in a state that allows this (HTTP 409)."""
+
+
+class SweepRequestError(ValueError):
+    """A launch request that cannot be run; `field` names the culprit (HTTP 400)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class SweepRequest:
+    type: str = "grid"
+    parameter_space: dict | None = None  # default: the experiment's
+    n_samples: int | None = None
+    seed: int | None = None
+    repeats: int = 1
+    max_concurrent: int | None = None
+    max_tokens: int | None = None  # the token budget
+    options: dict | None = None  # extra generator options (guided: top_k, ...)
+
+
+@dataclass
+class Plan:
+    generator: Any
+    configs: list[dict]
+    planned_runs: int
+    estimate: dict
+
+
+def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
+    """Validate and size a sweep without creating anything (also the dry run)."""
+    space = request.parameter_space if request.parameter_space is not None else experiment.parameter_space
+    if request.repeats < 1:
+        raise SweepRequestError("repeats", "repeats must be at least 1.")
+    try:
+        generator = sweeps.build_sweep(
+            request.type, space, n_samples=request.n_samples, seed=request.seed, **(request.options or {})
+        )
+        planned = generator.size()
+        sweeps.check_size(planned, settings.MAX_SWEEP_RUNS)
+        configs = generator.initial_configs()
+    except sweeps.SweepError as exc:
+        raise SweepRequestError(getattr(exc, "field", "") or "parameter_space", str(exc)) from None
+    default_model = experiment.endpoint.default_model if experiment.endpoint else ""
+    configs = sweeps.order_by_model(configs, default_model)
+    estimate = sweeps.estimate(
+        configs,
+        bridge.stages_of(experiment),
+        bridge.items_of(experiment),
+        repeats=request.repeats,
+        scorers=bridge.scorers_of(experiment),
+    )
+    if planned > len(configs):  # guided: later rounds, priced like the first
+        scale = planned / max(1, len(configs))
+        estimate = {k: (math.ceil(v * scale) if isinstance(v, int) else v) for k, v in dict(estimate).items()}
+    estimate = dict(estimate, runs=planned)
+    return Plan(generator, configs, planned, estimate)
+
+
+def launch_sweep(experiment: Experiment, request: SweepRequest, user=None) -> Sweep:
+    if experiment.endpoint_id is None:
+        raise SweepRequestError(
+            "endpoint", "Choose an endpoint for this experiment before launching a sweep."
+        )
+    if not experiment.items.exists():
+        raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
+    plan = plan_sweep(experiment, request)
+    max_concurrent = request.max_concurrent or settings.MAX_CONCURRENT_RUNS
+    workers = worker_count(experiment)
+    with transaction.atomic():
+        if experiment.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).select_for_update().exists():
+            raise SweepStateError("This experiment already has an active sweep; stop it first.")
+        sweep = Sweep.objects.create(
+            experiment=experiment,
+            type=request.type,
+            status=SweepStatus.PENDING,
+            config={
+                "parameter_space": plan.generator.space if hasattr(plan.generator, "space") else None,
+                "n_samples": request.n_samples,
+                "seed": request.seed,
+                "repeats": request.repeats,
+                "workers": workers,
+                "options": request.options or {},
+            },
+            max_concurrent=max_concurrent,
+            token_budget=request.max_tokens or settings.MAX_TOKENS_PER_SWEEP,
+            estimate=plan.estimate,
+            total_runs=plan.planned_runs,
+            created_by=user,
+        )
+        create_runs(sweep, plan.configs)
+        set_flag(sweep.pk, SweepStatus.RUNNING)
+        dispatch(sweep, workers)
+    return sweep
+
+
+def worker_count(experiment: Experiment) -> int:
+    """Orchestrators for one sweep: never more than the endpoint's own limit,
+    so splitting that limit between them keeps every share >= 1."""
+    workers = max(1, settings.SWEEP_WORKERS)
+    limit = experiment.endpoint.max_concurrency if experiment.endpoint else 0
+    return min(workers, limit) if limit > 0 else workers
+
+
+def create_runs(sweep: Sweep, configs: list[dict]) -> int:
+    start = sweep.runs.count()
+    rows = [
+        Run(
+            experiment_id=sweep.experiment_id,
+            sweep=sweep,
+            config=config,
+            config_hash=sweeps.config_key(config),
+            position=start + i,
+        )
+        for i, config in enumerate(configs)
+    ]
+    Run.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+    return len(rows)
+
+
+def dispatch(sweep: Sweep, workers: int | None = None) -> None:
+    for _ in range(workers or sweep.config.get("workers", 1)):
+        enqueue(execute_sweep, sweep.pk, queue="sweeps")
+
+
+# -- the job ------------------------------------------------------------------
+def execute_sweep(sweep_id: int) -> str:
+    """One orchestrator's share of a sweep; any number may run at once."""
+    sweep = Sweep.objects.select_related("experiment__endpoint").get(pk=sweep_id)
+    if sweep.status not in (SweepStatus.PENDING, SweepStatus.RUNNING):
+        return f"skipped: sweep is {sweep.status}"
+    recover_stale_runs(sweep_id)
+    if Sweep.objects.filter(pk=sweep_id, status=SweepStatus.PENDING).update(
+        status=SweepStatus.RUNNING, started_at=timezone.now()
+    ):
+        sweep.status = SweepStatus.RUNNING
+        publish(sweep, EventType.SWEEP_STARTED, total_runs=sweep.total_runs)
+    while True:
+        report = asyncio.run(orchestrate(sweep))
+        if report.reason != "drained" or not next_round(sweep):
+            break
+    return finish_sweep(sweep_id, report)
+
+
+async def orchestrate(sweep: Sweep) -> SweepReport:
+    workers = sweep.config.get("workers", 1)
+    items = await asyncio.to_thread(lambda: bridge.items_of(sweep.experiment))
+    endpoints = await asyncio.to_thread(bridge.all_endpoints)
+    endpoints = endpoints_for_worker(endpoints, workers)
+    repeats = sweep.config.get("repeats", 1)
+    source = SweepRuns(sweep, endpoints, items, repeats)
+    per_worker = max(1, math.ceil(sweep.max_concurrent / workers))
+    cache = ResponseCache(bridge.OrmCacheStore())
+    try:
+        async with Gateway(cache, max_concurrent=per_worker) as gateway:
+            orchestrator = Orchestrator(
+                source,
+                source,
+                gateway,
+                max_concurrent=per_worker,
+                token_budget=sweep.token_budget,
+                events=event_bus(),
+                runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, 8),
+            )
+            return await orchestrator.execute()
+    finally:
+        await bridge.release_connections()
+
+
+def next_round(sweep: Sweep) -> bool:
+    """Guided sweeps: propose the next configurations from the results so far."""
+    if sweep.type != "guided":
+        return False
+    with transaction.atomic():
+        locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
+        done = Run.objects.filter(sweep=sweep)
+        remaining = locked.total_runs - done.count()
+        if remaining <= 0 or done.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists():
+            return False
+        results = [(r.config, r.weighted_score) for r in done.only("config", "weighted_score")]
+        generator = sweeps.build_sweep(
+            "guided",
+            locked.config.get("parameter_space") or locked.experiment.parameter_space,
+            n_samples=locked.total_runs,
+            seed=locked.config.get("seed"),
+            **locked.config.get("options", {}),
+        )
+        configs = generator.next_round(results, remaining)
+        if not configs:
+            Sweep.objects.filter(pk=sweep.pk).update(total_runs=done.count())
+            return False
+        create_runs(locked, configs)
+    return True
+
+
+def finish_sweep(sweep_id: int, report: SweepReport) -> str:
+    sweep = Sweep.objects.get(pk=sweep_id)
+    if report.reason == "budget_exhausted":
+        Sweep.objects.filter(pk=sweep_id, status__in=ACTIVE_SWEEP_STATUSES).update(
+            status=SweepStatus.BUDGET_EXHAUSTED,
+            error=f"Token budget of {sweep.token_budget:,} reached; calls in flight overshot it by "
+            f"{report.overshoot:,} tokens.",
+        )
+        set_flag(sweep_id, SweepStatus.BUDGET_EXHAUSTED)
+        sweep.refresh_from_db()
+    if sweep.status in (SweepStatus.STOPPING, SweepStatus.BUDGET_EXHAUSTED):
+        sweep.runs.filter(status=RunStatus.PENDING).update(
+            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        )
+    counts = recount(sweep)
+    if counts.get(RunStatus.RUNNING):
+        publish_progress(sweep)
+        return f"{report.reason}: other workers still running"
+    final = {
+        SweepStatus.STOPPING: (SweepStatus.STOPPED, EventType.SWEEP_STOPPED),
+        SweepStatus.BUDGET_EXHAUSTED: (SweepStatus.BUDGET_EXHAUSTED, EventType.SWEEP_BUDGET_EXHAUSTED),
+        SweepStatus.RUNNING: (SweepStatus.COMPLETED, EventType.SWEEP_COMPLETED),
+    }.get(sweep.status)
+    if final is None or (sweep.status == SweepStatus.RUNNING and counts.get(RunStatus.PENDING)):
+        publish_progress(sweep)
+        return report.reason
+    status, kind = final
+    # Only the last worker out gets to finish the sweep (and announce it once).
+    if Sweep.objects.filter(pk=sweep_id, status=sweep.status, finished_at__isnull=True).update(
+        status=status, finished_at=timezone.now()
+    ):
+        sweep.refresh_from_db()
+        publish_progress(sweep)
+        publish(
+            sweep,
+            kind,
+            tokens_used=sweep.tokens_used,
+            overshoot=report.overshoot,
+            completed_runs=sweep.completed_runs,
+            failed_runs=sweep.failed_runs,
+            cancelled_runs=sweep.cancelled_runs,
+        )
+        set_flag(sweep_id, status)
+    return status
+
+
+# -- steering ----------------------------------------------------------------
+def pause_sweep(sweep: Sweep) -> Sweep:
+    return _transition(
+        sweep, (SweepStatus.PENDING, SweepStatus.RUNNING), SweepStatus.PAUSED, EventType.SWEEP_PAUSED
+    )
+
+
+def resume_sweep(sweep: Sweep, recover: bool = False) -> Sweep:
+    """Continue a paused sweep, or (recover=True) one whose workers died."""
+    allowed = (
+        (SweepStatus.PAUSED, SweepStatus.RUNNING, SweepStatus.PENDING) if recover else (SweepStatus.PAUSED,)
+    )
+    with transaction.atomic():
+        sweep = _transition(sweep, allowed, SweepStatus.RUNNING, EventType.SWEEP_RESUMED)
+        recover_stale_runs(sweep.pk, force=recover)
+        dispatch(sweep)
+    return sweep
+
+
+def stop_sweep(sweep: Sweep) -> Sweep:
+    was_paused = sweep.status == SweepStatus.PAUSED
+    sweep = _transition(
+        sweep, (SweepStatus.PENDING, SweepStatus.RUNNING, SweepStatus.PAUSED), SweepStatus.STOPPING, None
+    )
+    if was_paused or not sweep.runs.filter(status=RunStatus.RUNNING).exists():
+        # Nobody is working on it: finish it here.
+        finish_sweep(sweep.pk, SweepReport(reason="stopping"))
+        sweep.refresh_from_db()
+    return sweep
+
+
+def _transition(sweep: Sweep, allowed: tuple, status: str, kind: EventType | None) -> Sweep:
+    if not Sweep.objects.filter(pk=sweep.pk, status__in=allowed).update(status=status):
+        sweep.refresh_from_db()
+        raise SweepStateError(f"Sweep #{sweep.pk} is {sweep.status}; it cannot become {status}.")
+    set_flag(sweep.pk, status)
+    sweep.refresh_from_db()
+    if kind is not None:
+        publish(sweep, kind)
+    return sweep

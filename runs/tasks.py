@@ -1,0 +1,62 @@
+"""Jobs: small functions that take ids and are safe to run twice.
+
+They run on RQ workers when REDIS_URL is set, and in-process otherwise
+(see runs/queue.py); the code path is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from django.conf import settings
+from django.utils import timezone
+
+from engine.cache import CacheStats, ResponseCache
+from engine.gateway import Gateway
+from engine.runner import RunOutcome, run_single
+from runs import bridge
+from runs.events import event_bus
+from runs.models import Run, RunStatus
+from runs.queue import worker_name
+
+
+def claim_run(run_id: int) -> bool:
+    """Take a pending run; False if another worker already took it."""
+    return bool(
+        Run.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
+            status=RunStatus.RUNNING, started_at=timezone.now(), worker=worker_name()
+        )
+    )
+
+
+def execute_run(run_id: int) -> str:
+    """Evaluate one (ad-hoc) run over its experiment's dataset."""
+    if not claim_run(run_id):
+        return "skipped: not pending"
+    run = Run.objects.select_related("experiment__endpoint").get(pk=run_id)
+    try:
+        spec = bridge.run_spec(run)
+    except (ValueError, KeyError) as exc:
+        bridge.save_outcome(run_id, RunOutcome(run_id=run_id, status="failed", error=str(exc)))
+        return "failed"
+    outcome = asyncio.run(evaluate(spec, max_concurrent=settings.MAX_CONCURRENT_RUNS))
+    return outcome.status
+
+
+async def evaluate(spec, max_concurrent: int) -> RunOutcome:
+    cache = ResponseCache(bridge.OrmCacheStore())
+    try:
+        async with Gateway(cache, max_concurrent=max_concurrent) as gateway:
+            sink = bridge.OrmResultSink(spec.run_id, worker=worker_name())
+            return await run_single(spec, gateway, sink, events=event_bus())
+    finally:
+        await bridge.release_connections()
+
+
+def cache_stats() -> CacheStats:
+    """Hits and misses since this process started, and the table's size."""
+    return asyncio.run(_cache_stats())
+
+
+async def _cache_stats() -> CacheStats:
+    return await ResponseCache(bridge.OrmCacheStore()).cache_stats()
