@@ -285,13 +285,14 @@ def pause_sweep(sweep: Sweep) -> Sweep:
 
 
 def resume_sweep(sweep: Sweep, recover: bool = False) -> Sweep:
-    """Continue a paused sweep, or (recover=True) one whose workers died."""
+    """Continue a paused sweep; with recover=True also one that is marked running
+    but whose workers died (their runs, silent for SWEEP_STALE_AFTER_S, are taken back)."""
     allowed = (
         (SweepStatus.PAUSED, SweepStatus.RUNNING, SweepStatus.PENDING) if recover else (SweepStatus.PAUSED,)
     )
     with transaction.atomic():
         sweep = _transition(sweep, allowed, SweepStatus.RUNNING, EventType.SWEEP_RESUMED)
-        recover_stale_runs(sweep.pk, force=recover)
+        recover_stale_runs(sweep.pk)
         dispatch(sweep)
     return sweep
 

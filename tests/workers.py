@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class WorkerPool:
         self.queues = queues
         self.env = env or {}
         self.procs: list[subprocess.Popen] = []
+        # A file, not a pipe: nobody reads a pipe, and a full one blocks the worker.
+        self.log = tempfile.NamedTemporaryFile(prefix="rqworker-", suffix=".log", delete=False)
 
     def start(self, count: int = 1) -> list[subprocess.Popen]:
         env = dict(
@@ -64,7 +67,13 @@ class WorkerPool:
         return started
 
     def kill(self, proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
+        """SIGKILL the worker and its work horse (RQ forks one per job, in a session
+        of its own), as a crashed machine would lose both."""
+        for pid in [*descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait(10)
 
     def stop(self) -> None:
@@ -77,3 +86,21 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         self.procs.clear()
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found

@@ -12,7 +12,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--recover",
             action="store_true",
-            help="Also take back runs still marked running (use when their worker is dead).",
+            help="Also resume a sweep still marked running whose workers died: runs not "
+            "heard from for SWEEP_STALE_AFTER_S seconds are taken back.",
         )
 
     def handle(self, *args, **options):

@@ -1,0 +1,99 @@
+"""Sweeps in distributed mode: real RQ worker processes, Redis flags, PostgreSQL."""
+
+import time
+from collections import Counter
+
+import pytest
+from django.core.management import call_command
+
+from experiments.models import SweepStatus
+from runs.models import ResponseCache, Run, RunStatus
+from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep
+from tests.factories import make_endpoint, make_experiment
+from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep, wait_until
+
+SPACE = {
+    "temperature": [0.0, 0.5, 1.0],
+    "top_p": [0.9, 1.0],
+    "answer.user": ["Terse: capital of {{ country }}", "Please tell me the capital of {{ country }}"],
+}
+SCORERS = [{"type": "keyword", "weight": 1, "config": {"required_present": ["{{ capital }}"]}}]
+
+
+@pytest.fixture
+def experiment(llm_stub, distributed):
+    llm_stub.responder = quality_responder
+    endpoint = make_endpoint(base_url=llm_stub.base_url)
+    return make_experiment(
+        endpoint,
+        pipeline=[{"name": "answer", "user": "Capital of {{ country }}?"}],
+        parameter_space=SPACE,
+        scorers=SCORERS,
+    )
+
+
+def request_bodies(stub) -> Counter:
+    return Counter(repr(sorted((k, repr(v)) for k, v in body.items())) for body in stub.requests)
+
+
+def test_two_workers_share_one_sweep(experiment, llm_stub, distributed, settings):
+    settings.SWEEP_WORKERS = 2
+    distributed.start(2)
+    llm_stub.latency_ms = 30
+    sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=4)))
+    assert sweep.status == SweepStatus.COMPLETED
+    assert runs_by_status(sweep) == {RunStatus.COMPLETED: 12}
+    workers = {w.rsplit(":", 1)[0] for w in Run.objects.filter(sweep=sweep).values_list("worker", flat=True)}
+    assert len(workers) == 2  # both processes took runs
+    assert llm_stub.calls == 36
+    assert llm_stub.max_in_flight <= 4
+
+
+def test_pause_and_resume_through_redis(experiment, llm_stub, distributed):
+    distributed.start(1)
+    llm_stub.latency_ms = 80
+    sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=2))
+    wait_until(lambda: Run.objects.filter(sweep=sweep, status=RunStatus.COMPLETED).count() >= 2)
+    pause_sweep(sweep)
+    wait_until(lambda: not Run.objects.filter(sweep=sweep, status=RunStatus.RUNNING).exists())
+    calls = llm_stub.calls
+    time.sleep(0.5)
+    assert llm_stub.calls == calls
+    resume_sweep(sweep)
+    sweep = wait_for_sweep(sweep)
+    assert runs_by_status(sweep) == {RunStatus.COMPLETED: 12}
+    assert llm_stub.calls == 36
+
+
+def test_a_sigkilled_worker_is_recovered_without_losing_or_repaying(
+    experiment, llm_stub, distributed, settings
+):
+    settings.SWEEP_WORKERS = 2
+    settings.SWEEP_STALE_AFTER_S = 1
+    first, second = distributed.start(2)
+    llm_stub.latency_ms = 100
+    sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=4))
+    wait_until(lambda: Run.objects.filter(sweep=sweep, status=RunStatus.COMPLETED).count() >= 3)
+    distributed.kill(first)
+    distributed.kill(second)
+    stored_at_kill = set(ResponseCache.objects.values_list("config_hash", flat=True))
+    calls_at_kill = llm_stub.calls
+    assert Run.objects.filter(sweep=sweep, status=RunStatus.RUNNING).exists()  # orphaned
+    time.sleep(1.5)  # their heartbeats go stale
+
+    distributed.start(1)
+    call_command("resume_sweep", sweep.pk, "--recover")
+    sweep = wait_for_sweep(sweep)
+
+    assert sweep.status == SweepStatus.COMPLETED
+    runs = Run.objects.filter(sweep=sweep)
+    assert runs.count() == 12 and runs_by_status(sweep) == {RunStatus.COMPLETED: 12}
+    assert len(set(runs.values_list("config_hash", flat=True))) == 12  # each configuration once
+    for run in runs:
+        assert run.stage_results.count() == 3  # one result per item, none doubled
+    # Calls answered before the kill were stored and never paid again; only the
+    # calls that were in flight at the kill (at most max_concurrent) could repeat.
+    repeated = sum(n - 1 for n in request_bodies(llm_stub).values())
+    assert repeated <= 4
+    assert llm_stub.calls - calls_at_kill <= 36 - len(stored_at_kill) + 4
+    assert len(set(ResponseCache.objects.values_list("config_hash", flat=True))) == 36
