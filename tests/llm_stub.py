@@ -77,6 +77,7 @@ class LLMStub:
         self.embedding_requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
         self.request_headers: list[dict[str, str]] = []  # per chat completion, names lowercased
+        self.request_ports: list[int] = []  # the client's port: one per kept-alive connection
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -128,13 +129,16 @@ class LLMStub:
             self.embedding_requests.clear()
             self.request_times.clear()
             self.request_headers.clear()
+            self.request_ports.clear()
             self.faults.clear()
             self.max_in_flight = 0
 
-    def _record(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Fault | None:
+    def _record(self, body: dict[str, Any], headers: dict[str, str] | None = None,
+                port: int = 0) -> Fault | None:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers or {})
+            self.request_ports.append(port)
             self.request_times.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -196,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             data = [{"id": m, "object": "model", "owned_by": "stub"} for m in self.stub.models]
             return self._json(200, {"object": "list", "data": data})
+        if self.path == "/_stats":  # for a stub in another process (benchmarks)
+            return self._json(200, {"calls": self.stub.calls, "max_in_flight": self.stub.max_in_flight})
         self._json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:
@@ -219,7 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage})
 
     def _chat(self, body: dict[str, Any]) -> None:
-        fault = self.stub._record(body, {k.lower(): v for k, v in self.headers.items()})
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        fault = self.stub._record(body, headers, self.client_address[1])
         try:
             time.sleep(self.stub._latency(body))
             if fault and self._apply_fault(fault):
@@ -306,3 +313,19 @@ class _Handler(BaseHTTPRequestHandler):
             )
         sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         self._send(200, sse.encode(), content_type="text/event-stream")
+
+
+def main() -> None:
+    """Serve a stub from its own process: `python -m tests.llm_stub --latency-ms 50`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    stub = LLMStub(latency_ms=args.latency_ms).start()
+    print(stub.base_url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

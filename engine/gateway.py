@@ -1,0 +1,139 @@
+"""Every LLM call of a sweep goes through here: cache, single-flight, concurrency limits.
+
+One `Gateway` per sweep (per event loop). It implements `engine.types.LLMClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from engine.adapters import BaseAdapter, create_adapter
+from engine.cache import UNHASHED_PARAMS, ResponseCache, compute_config_hash
+from engine.types import AdapterResponse, CallResult, EndpointConfig, Messages
+
+LOCAL_EMBEDDER = EndpointConfig(name="local-minilm", base_url="", adapter="local-minilm")
+
+
+class Gateway:
+    def __init__(
+        self,
+        cache: ResponseCache | None = None,
+        *,
+        max_concurrent: int = 64,
+        on_spend: Callable[[int], None] | None = None,
+    ):
+        self.cache = cache if cache is not None else ResponseCache()
+        self.max_concurrent = max_concurrent
+        self.on_spend = on_spend  # called with tokens_in + tokens_out of each real call
+        # Counters of real (non-cached) calls; a sweep's budget reads them.
+        self.calls_made = 0
+        self.tokens_in_spent = 0
+        self.tokens_out_spent = 0
+        self._adapters: dict[str, BaseAdapter] = {}
+        self._endpoint_limits: dict[str, asyncio.Semaphore] = {}
+        self._global_limit = asyncio.Semaphore(max_concurrent)
+        self._vectors: dict[tuple[str, str, str], list[float]] = {}
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def complete(
+        self,
+        endpoint: EndpointConfig,
+        messages: Messages,
+        model: str,
+        params: dict[str, Any],
+        sample_index: int = 0,
+    ) -> CallResult:
+        config_hash = compute_config_hash(
+            messages, model, params, None, sample_index=sample_index, endpoint_url=endpoint.base_url
+        )
+        metadata = {
+            "endpoint": endpoint.name,
+            "params": {k: v for k, v in params.items() if k not in UNHASHED_PARAMS},
+            "sample_index": sample_index,
+        }
+        response, cached = await self.cache.get_or_call(
+            config_hash, lambda: self._call(endpoint, messages, model, params), metadata
+        )
+        return CallResult(response=response, config_hash=config_hash, cached=cached)
+
+    async def _call(
+        self, endpoint: EndpointConfig, messages: Messages, model: str, params: dict[str, Any]
+    ) -> AdapterResponse:
+        async with self._limits(endpoint):
+            response = await self.adapter(endpoint).complete(messages, model, params)
+        self.calls_made += 1
+        self.tokens_in_spent += response.tokens_in
+        self.tokens_out_spent += response.tokens_out
+        if self.on_spend is not None:
+            self.on_spend(response.tokens_in + response.tokens_out)
+        return response
+
+    @contextlib.asynccontextmanager
+    async def _limits(self, endpoint: EndpointConfig) -> AsyncIterator[None]:
+        # The endpoint's own limit first: calls queued for a saturated endpoint must
+        # not hold global slots that other endpoints could use.
+        own = self._endpoint_limit(endpoint)
+        if own is None:
+            async with self._global_limit:
+                yield
+            return
+        async with own, self._global_limit:
+            yield
+
+    def _endpoint_limit(self, endpoint: EndpointConfig) -> asyncio.Semaphore | None:
+        if endpoint.max_concurrency <= 0:
+            return None
+        limit = self._endpoint_limits.get(endpoint.name)
+        if limit is None:
+            limit = self._endpoint_limits[endpoint.name] = asyncio.Semaphore(endpoint.max_concurrency)
+        return limit
+
+    def adapter(self, endpoint: EndpointConfig) -> BaseAdapter:
+        """The endpoint's adapter, made on first use and kept until `aclose()`."""
+        adapter = self._adapters.get(endpoint.name)
+        if adapter is None:
+            limit = endpoint.max_concurrency
+            connections = min(limit, self.max_concurrent) if limit > 0 else self.max_concurrent
+            adapter = self._adapters[endpoint.name] = create_adapter(endpoint, max_connections=connections)
+        return adapter
+
+    async def embed(
+        self, endpoint: EndpointConfig | None, texts: list[str], model: str = ""
+    ) -> list[list[float]]:
+        """Vectors from the endpoint's embedding model, else from the local MiniLM.
+
+        Each (backend, model, text) is embedded once per gateway."""
+        if endpoint is not None and (model or endpoint.embedding_model):
+            backend, model = endpoint, model or endpoint.embedding_model
+        else:
+            backend, model = LOCAL_EMBEDDER, ""
+        missing = list(dict.fromkeys(t for t in texts if (backend.name, model, t) not in self._vectors))
+        if missing:
+            if backend is LOCAL_EMBEDDER:
+                vectors = await self.adapter(backend).embed(missing, model)
+            else:
+                async with self._limits(backend):
+                    vectors = await self.adapter(backend).embed(missing, model)
+            for text, vector in zip(missing, vectors, strict=True):
+                self._vectors[(backend.name, model, text)] = vector
+        return [self._vectors[(backend.name, model, t)] for t in texts]
+
+    async def flush(self) -> None:
+        await self.cache.flush()
+
+    async def aclose(self) -> None:
+        """Write buffered cache entries and close every adapter's connections."""
+        try:
+            await self.cache.flush()
+        finally:
+            adapters, self._adapters = list(self._adapters.values()), {}
+            for adapter in adapters:
+                await adapter.aclose()

@@ -1,0 +1,27 @@
+"""Scorers: one file each, registered in SCORERS by importing it below."""
+
+# One line per scorer: importing a module registers its scorer in SCORERS.
+from engine.scorers import (  # noqa: F401
+    embedding,
+    format,
+    human,
+    keyword,
+    llm_judge,
+)
+from engine.scorers.base import (
+    SCORERS,
+    BaseScorer,
+    ScorerCallError,
+    build_scorer,
+    register_scorer,
+    validate_scorer,
+)
+
+__all__ = [
+    "SCORERS",
+    "BaseScorer",
+    "ScorerCallError",
+    "build_scorer",
+    "register_scorer",
+    "validate_scorer",
+]

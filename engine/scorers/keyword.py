@@ -1,0 +1,93 @@
+"""Keywords that must, or must not, appear in the output."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from typing import Any
+
+from engine.scorers.base import BaseScorer, register_scorer
+from engine.types import ScoreContext, ScoreOutcome, ScorerError
+
+# `{{ name }}` is plain substitution of one item field; no template is ever run.
+REFERENCE_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+@register_scorer
+class KeywordScorer(BaseScorer):
+    """Score = satisfied conditions / all conditions.
+
+    A keyword may be `{{ field }}`, replaced by that input field of the item, or
+    `{{ reference }}` for the item's reference answer. `whole_word` matches only
+    where the keyword is not flanked by letters or digits (any script); scripts
+    written without spaces, like Japanese, rarely have such boundaries.
+    """
+
+    type = "keyword"
+    description = "Checks that given keywords appear (or do not appear) in the output."
+
+    @dataclasses.dataclass
+    class Options:
+        required_present: list[str] = dataclasses.field(default_factory=list)
+        required_absent: list[str] = dataclasses.field(default_factory=list)
+        case_sensitive: bool = False
+        whole_word: bool = False
+
+    def check_options(self) -> None:
+        keywords = self.options.required_present + self.options.required_absent
+        if not keywords:
+            raise self.config_error("give at least one keyword in required_present or required_absent")
+        for keyword in keywords:
+            if not keyword.strip():
+                raise self.config_error("keywords cannot be empty; remove the empty entry")
+            leftover = REFERENCE_RE.sub("", keyword)
+            if "{{" in leftover or "}}" in leftover:
+                raise self.config_error(
+                    f"keyword {keyword!r}: only simple field references like "
+                    "'{{ capital }}' or '{{ reference }}' are supported"
+                )
+
+    def evaluate(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:
+        text = unicodedata.normalize("NFC", output)
+        present = [self.resolve(k, input_data, context) for k in self.options.required_present]
+        absent = [self.resolve(k, input_data, context) for k in self.options.required_absent]
+        missing = [k for k in present if not self.found(k, text)]
+        unexpected = [k for k in absent if self.found(k, text)]
+        total = len(present) + len(absent)
+        satisfied = total - len(missing) - len(unexpected)
+        details = {"missing": missing, "unexpected": unexpected, "satisfied": satisfied, "total": total}
+        return self.outcome(satisfied / total, details)
+
+    def resolve(self, keyword: str, input_data: dict, context: ScoreContext) -> str:
+        def field_value(match: re.Match[str]) -> str:
+            return self.field_text(match.group(1), input_data, context)
+
+        return unicodedata.normalize("NFC", REFERENCE_RE.sub(field_value, keyword))
+
+    def field_text(self, name: str, input_data: dict, context: ScoreContext) -> str:
+        value: Any
+        if name == "reference":
+            value = context.reference
+        elif name in input_data:
+            value = input_data[name]
+        else:
+            fields = ", ".join(sorted(input_data)) or "(none)"
+            raise ScorerError(
+                f"{self.label}: the item has no field '{name}' for '{{{{ {name} }}}}'; "
+                f"its fields are: {fields}, and reference"
+            )
+        text = "" if value is None else str(value)
+        if not text.strip():
+            # An empty keyword would be found in every output and prove nothing.
+            raise ScorerError(f"{self.label}: the item's '{name}' is empty; fill it in or drop the keyword")
+        return text
+
+    def found(self, keyword: str, text: str) -> bool:
+        pattern = re.escape(keyword)
+        if self.options.whole_word:
+            # Lookarounds rather than \b, so keywords that start or end with
+            # punctuation ("C++") still match as whole words.
+            pattern = rf"(?<!\w){pattern}(?!\w)"
+        flags = 0 if self.options.case_sensitive else re.IGNORECASE
+        return re.search(pattern, text, flags) is not None

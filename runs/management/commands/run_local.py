@@ -1,0 +1,134 @@
+"""`make run`: everything a newcomer needs, on one machine, stopped cleanly by Ctrl-C."""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from rest_framework.authtoken.models import Token
+
+from endpoints.models import Endpoint
+from experiments.demo import load_demo
+
+LOCAL_ENDPOINT = "local-smollm2"
+PASSWORD_FILE = Path(settings.BASE_DIR) / "var" / "admin-password.txt"
+
+
+class Command(BaseCommand):
+    help = "Migrate, create an admin, load the demo, and run the web server, a worker and the local model."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--model-port", type=int, default=int(os.environ.get("LOCAL_MODEL_PORT", "8765")))
+        parser.add_argument("--no-local-model", action="store_true", help="Do not start the bundled model.")
+        parser.add_argument("--no-demo-sweep", action="store_true", help="Load the demo but do not launch it.")
+
+    def handle(self, *args, **options):
+        self.children: list[subprocess.Popen] = []
+        self.model_server = None
+        signal.signal(signal.SIGTERM, lambda *_: self.shutdown(0))
+        call_command("migrate", verbosity=0)
+        username, password = self.ensure_admin()
+        endpoint = None if options["no_local_model"] else self.start_local_model(options["model_port"])
+        experiment, created = load_demo(endpoint)
+        if settings.REDIS_URL:
+            self.spawn([sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks"])
+        url = f"http://{options['host']}:{options['port']}"
+        self.spawn([sys.executable, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
+                    "promptlooper_site.asgi:application"])
+        self.wait_for(url + "/accounts/login/")
+        if endpoint and not options["no_demo_sweep"] and not experiment.sweeps.exists():
+            self.launch_demo(url, username, experiment.pk)
+        self.stdout.write(self.style.SUCCESS(f"\nPromptLooper is running at {url}/"))
+        self.stdout.write(f"  log in as {username} / {password}   (password kept in {PASSWORD_FILE})")
+        self.stdout.write(f"  demo experiment: {url}/experiments/{experiment.pk}/   admin: {url}/admin/")
+        self.stdout.write("  Ctrl-C stops everything.\n")
+        try:
+            while all(child.poll() is None for child in self.children) and self.model_alive():
+                time.sleep(0.5)
+            self.stderr.write("A process stopped unexpectedly; shutting down.")
+            self.shutdown(1)
+        except KeyboardInterrupt:
+            self.shutdown(0)
+
+    def ensure_admin(self) -> tuple[str, str]:
+        User = get_user_model()
+        if not PASSWORD_FILE.exists() or not User.objects.filter(username="admin").exists():
+            password = secrets.token_urlsafe(12)
+            PASSWORD_FILE.parent.mkdir(exist_ok=True)
+            PASSWORD_FILE.write_text(password + "\n")
+            PASSWORD_FILE.chmod(0o600)
+            user = User.objects.filter(username="admin").first() or User(username="admin", is_staff=True,
+                                                                         is_superuser=True)
+            user.set_password(password)
+            user.save()
+        return "admin", PASSWORD_FILE.read_text().strip()
+
+    def start_local_model(self, port: int) -> Endpoint:
+        from engine.local_model import SMOLLM_ALIAS, LocalModelMissing, LocalModelServer
+
+        try:
+            server = LocalModelServer(port=port)
+        except LocalModelMissing as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Starting the bundled model ({SMOLLM_ALIAS}) on port {port}...")
+        self.model_server = server.start()
+        endpoint, _ = Endpoint.objects.update_or_create(
+            name=LOCAL_ENDPOINT,
+            defaults={"base_url": server.base_url, "default_model": SMOLLM_ALIAS, "max_concurrency": 1,
+                      "timeout_s": 120},
+        )
+        return endpoint
+
+    def launch_demo(self, url: str, username: str, experiment_id: int) -> None:
+        # Through the web server, so its in-process worker runs the sweep and its
+        # live view sees the events.
+        token, _ = Token.objects.get_or_create(user=get_user_model().objects.get(username=username))
+        response = httpx.post(f"{url}/api/experiments/{experiment_id}/sweep/", json={"type": "grid"},
+                              headers={"Authorization": f"Token {token.key}"}, timeout=60)
+        if response.status_code == 201:
+            sweep = response.json()
+            self.stdout.write(f"Launched the demo sweep #{sweep['id']}: {sweep['total_runs']} configurations.")
+        else:
+            self.stderr.write(f"Could not launch the demo sweep: {response.status_code} {response.text[:300]}")
+
+    def spawn(self, command: list[str]) -> None:
+        self.children.append(subprocess.Popen(command, cwd=settings.BASE_DIR))
+
+    def wait_for(self, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url, timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        self.shutdown(1, f"The web server did not answer at {url}")
+
+    def model_alive(self) -> bool:
+        return self.model_server is None or self.model_server.running
+
+    def shutdown(self, code: int, message: str = "") -> None:
+        if self.model_server is not None:
+            self.model_server.stop()
+        for child in self.children:
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if message:
+            self.stderr.write(message)
+        self.stdout.write("Stopped the web server, worker and local model.")
+        sys.exit(code)
