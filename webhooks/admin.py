@@ -26,4 +26,4 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ["status", "event"]
     search_fields = ["event", "error", "webhook__url"]
     list_select_related = ["webhook"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["attempt_log", "claimed_at", "finished_at", "created_at", "updated_at"]

@@ -1,0 +1,28 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from webhooks.models import Webhook
+from webhooks.serializers import WebhookCreatedSerializer, WebhookDeliverySerializer, WebhookSerializer
+
+
+class WebhookViewSet(viewsets.ModelViewSet):
+    queryset = Webhook.objects.all()
+    serializer_class = WebhookSerializer
+
+    @extend_schema(responses={201: WebhookCreatedSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        webhook = serializer.save()
+        return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def deliveries(self, request: Request, pk: str | None = None) -> Response:
+        page = self.paginate_queryset(self.get_object().deliveries.order_by("-created_at", "-id"))
+        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

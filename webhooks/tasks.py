@@ -1,0 +1,102 @@
+"""Webhook jobs: create deliveries for an event, then send each one (safe to run twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from django.db import connections
+
+from engine.events import Event
+from runs.queue import enqueue
+from webhooks.delivery import MAX_ATTEMPTS, attempt_delivery, backoff_s
+from webhooks.models import Webhook, WebhookDelivery
+
+
+def dispatch_event(event: Event) -> int:
+    """One delivery per active webhook that wants `event.type`, each sent by a job.
+
+    Returns how many were created. Without a matching webhook it costs no query
+    (beyond one every few seconds); it may be called from sync or async code.
+    """
+    if _in_event_loop():
+        # The ORM refuses to run on an event loop's thread, and run events come from one.
+        if Webhook.cached_interest(event.type) is False:
+            return 0
+        return _in_thread(_dispatch, event)
+    return _dispatch(event)
+
+
+def _dispatch(event: Event) -> int:
+    if not Webhook.anyone_may_want(event.type):
+        return 0
+    # The cached hint only says whether to look; the table says who gets the event.
+    webhooks = [
+        w for w in Webhook.objects.filter(active=True).only("id", "events", "active") if w.wants(event.type)
+    ]
+    if not webhooks:
+        return 0
+    payload = WebhookDelivery.payload_for(event)
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [WebhookDelivery(webhook=w, event=str(event.type), payload=payload) for w in webhooks]
+    )
+    for delivery in deliveries:
+        enqueue(send_delivery, delivery.pk, queue="webhooks")
+    return len(deliveries)
+
+
+def send_delivery(delivery_id: int) -> str:
+    """POST one delivery: up to MAX_ATTEMPTS tries with backoff, each one logged."""
+    if not WebhookDelivery.claim(delivery_id):
+        return "skipped: not pending"
+    delivery = WebhookDelivery.objects.select_related("webhook").get(pk=delivery_id)
+    if not delivery.webhook.active:
+        delivery.finish(False, "Not sent: the webhook was deactivated before this delivery went out.")
+        return str(delivery.status)
+    body, succeeded = delivery.body(), False
+    # A delivery taken over from a dead worker keeps the attempts already made.
+    while delivery.attempts < MAX_ATTEMPTS and not succeeded:
+        if delivery.attempts:
+            time.sleep(backoff_s(delivery.attempts - 1, jitter=random.random()))
+        attempt = attempt_delivery(delivery.webhook.url, body, delivery.headers(body))
+        delivery.record_attempt(attempt)
+        succeeded = attempt.ok
+        if attempt.permanent:
+            break
+    delivery.finish(succeeded, _final_error(delivery) if not succeeded else "")
+    return str(delivery.status)
+
+
+def _final_error(delivery: WebhookDelivery) -> str:
+    tries = "attempt" if delivery.attempts == 1 else "attempts"
+    return f"Failed after {delivery.attempts} {tries}. Last error: {delivery.error}"
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_thread(func: Callable[[Event], int], event: Event) -> int:
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append(func(event))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=target, name="promptlooper-webhook-dispatch")
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
