@@ -1,3 +1,5 @@
+pytest_plugins = ["tests.fixtures_local_model"]
+
 import pytest
 
 from tests.llm_stub import LLMStub
@@ -54,3 +56,9 @@ def _no_jobs_left_behind():
     from runs.queue import wait_for_in_process_jobs
 
     assert wait_for_in_process_jobs(timeout=60), "in-process jobs still running after the test"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The default PBKDF2 takes ~1 s per user on this machine; tests only need a hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,79 @@
+from django import forms
+
+from endpoints.models import Endpoint
+from endpoints.serializers import EndpointSerializer
+from engine.adapters import ADAPTERS
+
+
+class EndpointForm(forms.ModelForm):
+    """The API key is write-only: never rendered back, blank keeps the stored one."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Leave blank to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(label="Clear the stored key", required=False)
+    extra_headers = forms.JSONField(
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "code"}),
+        help_text='A JSON object, e.g. {"X-Org": "research"}.',
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "name",
+            "base_url",
+            "adapter",
+            "default_model",
+            "embedding_model",
+            "timeout_s",
+            "max_concurrency",
+            "extra_headers",
+        ]
+        labels = {"base_url": "Base URL", "timeout_s": "Timeout (seconds)"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["adapter"] = forms.ChoiceField(
+            choices=[(name, name) for name in sorted(ADAPTERS)],
+            initial="openai",
+            help_text="'openai' speaks the OpenAI chat API (Ollama, vLLM, llama.cpp, OpenWebUI, OpenAI).",
+        )
+        if self.instance.pk is None:
+            del self.fields["clear_api_key"]
+
+    def clean_extra_headers(self) -> dict:
+        headers = self.cleaned_data.get("extra_headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise forms.ValidationError('Give the headers as a JSON object of strings, e.g. {"X-Org": "a"}.')
+        return headers
+
+    def clean(self) -> dict:
+        """The API's rules too (URL scheme, header names, limits): the same endpoint
+        is refused, with the same words, whichever way it comes in."""
+        data = super().clean()
+        if self.errors:
+            return data
+        fields = [f for f in EndpointSerializer.Meta.fields if f in data and data[f] is not None]
+        payload = {f: data[f] for f in fields if f != "api_key" or data[f]}
+        instance = self.instance if self.instance.pk else None
+        serializer = EndpointSerializer(instance, data=payload, partial=instance is not None)
+        if not serializer.is_valid():
+            for field, messages in serializer.errors.items():
+                self.add_error(field if field in self.fields else None, [str(m) for m in messages])
+        return data
+
+    def save(self, commit: bool = True) -> Endpoint:
+        endpoint = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            endpoint.set_api_key("")
+        elif self.cleaned_data.get("api_key"):
+            endpoint.set_api_key(self.cleaned_data["api_key"])
+        if commit:
+            endpoint.save()
+        return endpoint

@@ -1,0 +1,341 @@
+"""Experiment pages: the dashboard, the editor, the dataset, exports and the report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import Max, OuterRef, Prefetch, Q, Subquery
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+
+from engine.runner import RunFailure
+from engine.scorers import SCORERS
+from experiments import export
+from experiments.dataset_import import write_rows
+from experiments.forms import (
+    BUILTIN_VARIABLES,
+    DatasetImportForm,
+    DatasetItemForm,
+    ExperimentEditor,
+    variables_used,
+)
+from experiments.models import ACTIVE_SWEEP_STATUSES, DatasetItem, Experiment, Sweep
+from experiments.validation import check_template
+from runs.models import Run, RunStatus
+
+PREVIEW_ROWS = 20
+IMPORT_SESSION_KEY = "dataset-import-{}"
+LINE_RE = re.compile(r"line (\d+)")
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    finished = Q(runs__status=RunStatus.COMPLETED)
+    last_sweep = Sweep.objects.filter(experiment=OuterRef("pk")).order_by("-created_at")
+    experiments = (
+        Experiment.objects.select_related("endpoint")
+        .annotate(best_score=Max("runs__weighted_score", filter=finished))
+        .annotate(last_sweep_status=Subquery(last_sweep.values("status")[:1]))
+        .prefetch_related(
+            Prefetch(
+                "sweeps", Sweep.objects.filter(status__in=ACTIVE_SWEEP_STATUSES), to_attr="active_sweeps"
+            )
+        )
+    )
+    recent_runs = (
+        Run.objects.filter(status__in=(RunStatus.COMPLETED, RunStatus.FAILED))
+        .select_related("experiment")
+        .order_by("-finished_at", "-id")[:10]
+    )
+    context = {"experiments": experiments, "recent_runs": recent_runs, "nav": "dashboard"}
+    return render(request, "experiments/dashboard.html", context)
+
+
+@login_required
+def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = get_object_or_404(Experiment.objects.select_related("endpoint"), pk=pk)
+    context = {
+        "experiment": experiment,
+        "tab": "overview",
+        "item_count": experiment.items.count(),
+        "sweeps": experiment.sweeps.all()[:20],
+        "scorers": scorer_rows(experiment.scorers),
+        "variables": experiment.dataset_variables(),
+    }
+    return render(request, "experiments/detail.html", context)
+
+
+def scorer_rows(scorers: list[dict]) -> list[dict]:
+    rows = []
+    for scorer in scorers:
+        cls = SCORERS.get(scorer.get("type"))
+        rows.append(dict(scorer, costs_tokens=bool(cls and cls.costs_tokens)))
+    return rows
+
+
+# -- editor ------------------------------------------------------------------------
+@login_required
+def experiment_create(request: HttpRequest) -> HttpResponse:
+    return _editor(request, Experiment())
+
+
+@login_required
+def experiment_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    return _editor(request, get_object_or_404(Experiment, pk=pk))
+
+
+def _editor(request: HttpRequest, experiment: Experiment) -> HttpResponse:
+    editor = ExperimentEditor(experiment, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and editor.is_valid():
+        try:
+            experiment = editor.save(request.user)
+        except ValidationError as exc:  # the model's own check: the same rules, all at once
+            editor.form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Saved experiment '{experiment.name}'.")
+            return redirect("ui:experiment_detail", pk=experiment.pk)
+    variables = experiment.dataset_variables() if experiment.pk else []
+    context = {
+        "experiment": experiment,
+        "editor": editor,
+        "tab": "edit",
+        "nav": "" if experiment.pk else "new",
+        "variables": variables,
+        "builtin_variables": BUILTIN_VARIABLES,
+        "scorer_types": [
+            {"name": name, "description": cls.description, "costs_tokens": cls.costs_tokens}
+            for name, cls in sorted(SCORERS.items())
+        ],
+        "costly": [name for name, cls in SCORERS.items() if cls.costs_tokens],
+    }
+    return render(request, "experiments/edit.html", context)
+
+
+@login_required
+@require_POST
+def check_template_view(request: HttpRequest) -> JsonResponse:
+    """The editor's live check: the same check as saving, for one template."""
+    try:
+        payload = json.loads(request.body or b"{}")
+        source, where = str(payload.get("source", "")), str(payload.get("where") or "Template")[:200]
+    except (ValueError, AttributeError):
+        return JsonResponse({"ok": False, "error": "Send JSON: {source, where}."}, status=400)
+    try:
+        check_template(source, where, "template")
+    except ValidationError as exc:
+        error = exc.message_dict["template"][0]
+        match = LINE_RE.search(error)
+        return JsonResponse({"ok": False, "error": error, "line": int(match[1]) if match else None})
+    return JsonResponse({"ok": True, "error": None, "variables": variables_used(source)})
+
+
+# -- dataset --------------------------------------------------------------------------
+@login_required
+def dataset(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, pk=pk)
+    variables = experiment.dataset_variables()
+    form = DatasetItemForm(
+        request.POST or None, variables=variables, instance=DatasetItem(experiment=experiment)
+    )
+    if request.method == "POST" and form.is_valid():
+        item = form.save(commit=False)
+        item.position = next_position(experiment)
+        item.save()
+        messages.success(request, f"Added row #{item.position}.")
+        return redirect("ui:dataset", pk=pk)
+    items = experiment.items.all()
+    context = {
+        "experiment": experiment,
+        "tab": "dataset",
+        "variables": variables,
+        "rows": [(item, [item.input.get(v, "") for v in variables]) for item in items],
+        "form": form,
+        "import_form": DatasetImportForm(),
+    }
+    return render(request, "experiments/dataset.html", context)
+
+
+def next_position(experiment: Experiment) -> int:
+    last = experiment.items.aggregate(last=Max("position"))["last"]
+    return 0 if last is None else last + 1
+
+
+@login_required
+def dataset_item_edit(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    item = get_object_or_404(DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment_id=pk)
+    variables = sorted(set(item.experiment.dataset_variables()) | set(item.input or {}))
+    form = DatasetItemForm(request.POST or None, variables=variables, instance=item)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Saved row #{item.position}.")
+        return redirect("ui:dataset", pk=pk)
+    context = {"experiment": item.experiment, "item": item, "form": form, "tab": "dataset"}
+    return render(request, "experiments/dataset_item.html", context)
+
+
+@login_required
+@require_POST
+def dataset_item_delete(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    item = get_object_or_404(DatasetItem, pk=item_pk, experiment_id=pk)
+    item.delete()
+    messages.success(request, f"Deleted row #{item.position}.")
+    return redirect("ui:dataset", pk=pk)
+
+
+@login_required
+@require_POST
+def dataset_import(request: HttpRequest, pk: int) -> HttpResponse:
+    """Upload → preview. The parsed rows wait in the session until confirmed."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    form = DatasetImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        context = {"experiment": experiment, "tab": "dataset", "import_form": form, "preview": None}
+        return render(request, "experiments/dataset_import.html", context, status=400)
+    rows, mode = form.cleaned_data["rows"], form.cleaned_data["mode"]
+    request.session[IMPORT_SESSION_KEY.format(pk)] = {"rows": rows, "mode": mode}
+    columns = sorted({k for row in rows for k in row["input"]})
+    preview = [([row["input"].get(c, "") for c in columns], row["reference"]) for row in rows[:PREVIEW_ROWS]]
+    context = {
+        "experiment": experiment,
+        "tab": "dataset",
+        "columns": columns,
+        "preview": preview,
+        "total": len(rows),
+        "mode": mode,
+        "current": experiment.items.count(),
+    }
+    return render(request, "experiments/dataset_import.html", context)
+
+
+@login_required
+@require_POST
+def dataset_import_confirm(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, pk=pk)
+    pending = request.session.pop(IMPORT_SESSION_KEY.format(pk), None)
+    if not pending:
+        messages.error(request, "Nothing to import: upload the file again.")
+        return redirect("ui:dataset", pk=pk)
+    total = write_rows(experiment, pending["rows"], pending["mode"])
+    messages.success(request, f"Imported {len(pending['rows']):,} rows; the dataset has {total:,}.")
+    return redirect("ui:dataset", pk=pk)
+
+
+# -- exports and the report ------------------------------------------------------------
+EXPORT_FORMATS = {
+    "json": (export.to_json, "application/json"),
+    "yaml": (export.to_yaml, "application/yaml"),
+    "env": (export.to_env, "text/plain"),
+}
+
+
+@login_required
+def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """The best configuration (or `?run=<id>`'s) as a file, as the API exports it."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    if fmt not in EXPORT_FORMATS:
+        raise Http404("Export as json, yaml or env.")
+    run_id = request.GET.get("run", "")
+    if run_id:
+        run = get_object_or_404(Run, pk=run_id if run_id.isdigit() else 0, experiment=experiment)
+    else:
+        run = export.best_run(experiment)
+    if run is None:
+        raise Http404("No completed, scored run yet: run a sweep first.")
+    try:
+        body = EXPORT_FORMATS[fmt][0](export.exported_config(run))
+    except RunFailure as exc:
+        messages.error(request, f"Run #{run.pk} cannot be exported: {exc}")
+        return redirect("ui:report", pk=pk)
+    response = HttpResponse(body, content_type=f"{EXPORT_FORMATS[fmt][1]}; charset=utf-8")
+    filename = f"promptlooper-{experiment.pk}-run-{run.pk}.{fmt}"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_required
+def report(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, pk=pk)
+    markdown = export.report_markdown(experiment)
+    context = {
+        "experiment": experiment,
+        "tab": "report",
+        "html": mark_safe(render_markdown(markdown)),  # noqa: S308 - every text piece is escaped
+        "best": export.best_run(experiment),
+    }
+    return render(request, "experiments/report.html", context)
+
+
+# A small Markdown subset, enough for the report: headings, paragraphs, lists,
+# pipe tables, fenced code, `code` and **bold**. All text is escaped first.
+HEADING_RE = re.compile(r"^(#{1,6})\s+(.*)$")
+LIST_RE = re.compile(r"^\s*[-*]\s+(.*)$")
+RULE_RE = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+CODE_SPAN_RE = re.compile(r"`([^`]+)`")
+BOLD_RE = re.compile(r"\*\*(.+?)\*\*")
+CELL_SPLIT_RE = re.compile(r"(?<!\\)\|")
+
+
+def render_markdown(text: str) -> str:
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
+            out.append(f"<pre><code>{escape(chr(10).join(lines[i + 1 : end]))}</code></pre>")
+            i = end + 1
+        elif heading := HEADING_RE.match(line):
+            level = len(heading[1])
+            out.append(f"<h{level}>{inline(heading[2])}</h{level}>")
+            i += 1
+        elif line.startswith("|") and i + 1 < len(lines) and RULE_RE.match(lines[i + 1]):
+            end = next((j for j in range(i + 2, len(lines)) if not lines[j].startswith("|")), len(lines))
+            out.append(md_table(cells(line), [cells(row) for row in lines[i + 2 : end]]))
+            i = end
+        elif LIST_RE.match(line):
+            end = next((j for j in range(i, len(lines)) if not LIST_RE.match(lines[j])), len(lines))
+            items = "".join(f"<li>{inline(LIST_RE.match(row)[1])}</li>" for row in lines[i:end])
+            out.append(f"<ul>{items}</ul>")
+            i = end
+        elif not line.strip():
+            i += 1
+        else:
+            end = next(
+                (j for j in range(i, len(lines)) if not lines[j].strip() or starts_block(lines[j])),
+                len(lines),
+            )
+            out.append(f"<p>{inline(' '.join(lines[i : max(end, i + 1)]))}</p>")
+            i = max(end, i + 1)
+    return "\n".join(out)
+
+
+def starts_block(line: str) -> bool:
+    return line.startswith(("```", "|", "#")) or bool(LIST_RE.match(line))
+
+
+def inline(text: str) -> str:
+    parts = CODE_SPAN_RE.split(text)  # odd positions are code spans
+    html = [
+        f"<code>{escape(part)}</code>" if n % 2 else BOLD_RE.sub(r"<strong>\1</strong>", str(escape(part)))
+        for n, part in enumerate(parts)
+    ]
+    return "".join(html)
+
+
+def cells(row: str) -> list[str]:
+    inner = row.strip()[1:]
+    if inner.endswith("|") and not inner.endswith("\\|"):
+        inner = inner[:-1]
+    return [cell.strip().replace("\\|", "|") for cell in CELL_SPLIT_RE.split(inner)]
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f'<th scope="col">{inline(c)}</th>' for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'

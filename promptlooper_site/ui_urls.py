@@ -1,0 +1,52 @@
+"""The server-rendered pages (all behind the login)."""
+
+from django.conf import settings
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import path, re_path
+
+from endpoints import views as endpoints
+from experiments import views as experiments
+from runs import views as runs
+
+app_name = "ui"
+
+urlpatterns = [
+    path("", experiments.dashboard, name="dashboard"),
+    # endpoints
+    path("endpoints/", endpoints.endpoint_list, name="endpoint_list"),
+    path("endpoints/new/", endpoints.endpoint_create, name="endpoint_create"),
+    path("endpoints/<int:pk>/edit/", endpoints.endpoint_edit, name="endpoint_edit"),
+    path("endpoints/<int:pk>/test/", endpoints.endpoint_test, name="endpoint_test"),
+    # experiments
+    path("experiments/new/", experiments.experiment_create, name="experiment_create"),
+    path("experiments/check-template/", experiments.check_template_view, name="check_template"),
+    path("experiments/<int:pk>/", experiments.experiment_detail, name="experiment_detail"),
+    path("experiments/<int:pk>/edit/", experiments.experiment_edit, name="experiment_edit"),
+    path("experiments/<int:pk>/dataset/", experiments.dataset, name="dataset"),
+    path("experiments/<int:pk>/dataset/import/", experiments.dataset_import, name="dataset_import"),
+    path(
+        "experiments/<int:pk>/dataset/import/confirm/",
+        experiments.dataset_import_confirm,
+        name="dataset_import_confirm",
+    ),
+    path("experiments/<int:pk>/dataset/<int:item_pk>/", experiments.dataset_item_edit, name="dataset_item"),
+    path(
+        "experiments/<int:pk>/dataset/<int:item_pk>/delete/",
+        experiments.dataset_item_delete,
+        name="dataset_item_delete",
+    ),
+    path("experiments/<int:pk>/export.<str:fmt>", experiments.export_config, name="export"),
+    path("experiments/<int:pk>/report/", experiments.report, name="report"),
+    # sweeps and runs
+    path("experiments/<int:pk>/launch/", runs.launch, name="launch"),
+    path("experiments/<int:pk>/leaderboard/", runs.leaderboard_page, name="leaderboard"),
+    path("experiments/<int:pk>/charts/", runs.charts, name="charts"),
+    path("sweeps/<int:pk>/", runs.sweep_live, name="sweep"),
+    path("sweeps/<int:pk>/runs.json", runs.sweep_runs_json, name="sweep_runs"),
+    path("sweeps/<int:pk>/<str:action>/", runs.sweep_control, name="sweep_control"),
+    path("runs/<int:pk>/", runs.run_detail, name="run"),
+    path("runs/<int:pk>/items/<int:item_pk>/rate/", runs.rate_item, name="rate"),
+    # The stylesheet and scripts come from the app itself, in any mode (`make run` starts
+    # Daphne, which serves no static files): a self-hosted tool needs no CDN or web server.
+    re_path(rf"^{settings.STATIC_URL.strip('/')}/(?P<path>.+)$", serve_static, {"insecure": True}),
+]

@@ -1,0 +1,431 @@
+"""Sweep and run pages: launch, the live view, the leaderboard, charts, run detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from experiments.models import Experiment, Sweep, SweepStatus
+from runs.events import event_bus
+from runs.forms import LaunchForm, RatingForm
+from runs.leaderboard import leaderboard, recompute_weighted_score
+from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
+from runs.sweeps import (
+    SweepRequestError,
+    SweepStateError,
+    launch_sweep,
+    pause_sweep,
+    resume_sweep,
+    stop_sweep,
+)
+
+CONTROLS = {"pause": pause_sweep, "resume": resume_sweep, "stop": stop_sweep}
+FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED)
+MAX_IDS = 200
+LIVE_ROWS = 50
+LEADERBOARD_ROWS = 50
+CHART_POINTS = 1000
+ITEMS_PER_PAGE = 10
+NEARLY_AS_GOOD = 0.02  # without a tie test: within this of the best score
+
+
+# -- launch ---------------------------------------------------------------------------
+@login_required
+def launch(request: HttpRequest, pk: int) -> HttpResponse:
+    """Form → confirmation with the plan's estimate → launch."""
+    experiment = get_object_or_404(Experiment.objects.select_related("endpoint"), pk=pk)
+    form = LaunchForm(request.POST or None, experiment=experiment)
+    context: dict[str, Any] = {"experiment": experiment, "form": form, "tab": "launch"}
+    context["active"] = experiment.active_sweep()
+    if request.method != "POST" or "edit" in request.POST or not form.is_valid():
+        return render(request, "runs/launch.html", context)
+    try:
+        if "confirm" in request.POST:
+            sweep = launch_sweep(experiment, form.request, user=request.user)
+            messages.success(request, f"Launched sweep #{sweep.pk}: {sweep.total_runs} runs.")
+            return redirect("ui:sweep", pk=sweep.pk)
+        check_launchable(experiment)
+        context["estimate"] = form.plan.estimate
+    except SweepRequestError as exc:
+        form.add_error(field_of(exc, form), str(exc))
+    except SweepStateError as exc:
+        form.add_error(None, str(exc))
+    return render(request, "runs/launch.html", context)
+
+
+def field_of(exc: SweepRequestError, form: LaunchForm) -> str | None:
+    """The form field an error is about: the one it names, else none (shown above the form)."""
+    if exc.field in form.fields:
+        return exc.field
+    return next((name for name in form.fields if name in str(exc)), None)
+
+
+def check_launchable(experiment: Experiment) -> None:
+    """What launch_sweep refuses, said before the confirmation rather than after."""
+    if experiment.endpoint_id is None:
+        raise SweepRequestError(
+            "endpoint", "Choose an endpoint for this experiment before launching a sweep."
+        )
+    if not experiment.items.exists():
+        raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
+
+
+# -- the live view ------------------------------------------------------------------------
+@login_required
+def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
+    # The last event id first: anything published after it is replayed by the socket.
+    sweep = get_object_or_404(Sweep, pk=pk)
+    last_event_id = last_event(sweep.experiment_id)
+    sweep.refresh_from_db()
+    experiment = sweep.experiment
+    runs = sweep.runs.filter(status__in=FINISHED).order_by("-finished_at", "-id")[:LIVE_ROWS]
+    varying = varying_keys([r.config for r in sweep.runs.only("config")[:CHART_POINTS]])
+    context = {
+        "experiment": experiment,
+        "sweep": sweep,
+        "tab": "sweeps",
+        "rows": [run_row(run, varying) for run in runs],
+        "varying": varying,
+        "best": sweep.runs.filter(status=RunStatus.COMPLETED).order_by("-weighted_score", "id").first(),
+        "last_event_id": last_event_id,
+        "done": sweep.total_runs - sweep.remaining_runs,
+        "percent": percent(sweep.total_runs - sweep.remaining_runs, sweep.total_runs),
+        "token_percent": percent(sweep.tokens_used, sweep.token_budget),
+        "controls": [("pause", "Pause"), ("resume", "Resume"), ("stop", "Stop")],
+        "allowed": allowed_actions(sweep.status),
+    }
+    return render(request, "runs/sweep.html", context)
+
+
+def percent(part: int, whole: int) -> int:
+    return min(100, round(part * 100 / whole)) if whole else 0
+
+
+def allowed_actions(status: str) -> list[str]:
+    return {
+        SweepStatus.PENDING: ["pause", "stop"],
+        SweepStatus.RUNNING: ["pause", "stop"],
+        SweepStatus.PAUSED: ["resume", "stop"],
+    }.get(status, [])
+
+
+def last_event(experiment_id: int) -> int:
+    try:
+        events = event_bus().recent(experiment_id)
+    except Exception:  # the bus (Redis) is down: the socket replays what it keeps
+        return 0
+    return events[-1].id if events else 0
+
+
+@login_required
+def sweep_runs_json(request: HttpRequest, pk: int) -> JsonResponse:
+    """Finished runs for the live view: `?ids=1,2` (from run events), else the latest."""
+    sweep = get_object_or_404(Sweep, pk=pk)
+    runs = sweep.runs.filter(status__in=FINISHED)
+    if request.GET.get("ids"):
+        try:
+            ids = [int(i) for i in request.GET["ids"].split(",")[:MAX_IDS]]
+        except ValueError:
+            return JsonResponse({"error": "ids must be run ids separated by commas."}, status=400)
+        runs = runs.filter(pk__in=ids)
+    runs = runs.order_by("-finished_at", "-id")[:MAX_IDS]
+    varying = [k for k in request.GET.get("keys", "").split(",") if k]
+    return JsonResponse({"runs": [run_row(run, varying) for run in runs]})
+
+
+def run_row(run: Run, varying: list[str]) -> dict:
+    return {
+        "id": run.pk,
+        "url": reverse("ui:run", args=[run.pk]),
+        "status": run.status,
+        "weighted_score": run.weighted_score,
+        "score_spread": run.score_spread,
+        "tokens": run.total_tokens,
+        "latency_ms": round(run.latency_ms, 1),
+        "config": {k: short(run.config.get(k)) for k in varying} if varying else run.config,
+        "error": run.error[:300],
+    }
+
+
+def short(value: Any, limit: int = 60) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 1] + "…"
+    return value
+
+
+def varying_keys(configs: list[dict]) -> list[str]:
+    """The parameters whose values differ between configurations, in first-seen order."""
+    keys: dict[str, set] = {}
+    for config in configs:
+        for key, value in config.items():
+            keys.setdefault(key, set()).add(repr(value))
+    return [key for key, values in keys.items() if len(values) > 1 or len(configs) == 1]
+
+
+@login_required
+@require_POST
+def sweep_control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    if action not in CONTROLS:
+        raise Http404("Unknown action; use pause, resume or stop.")
+    sweep = get_object_or_404(Sweep, pk=pk)
+    try:
+        sweep = CONTROLS[action](sweep)
+    except SweepStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Sweep #{sweep.pk} is {sweep.get_status_display().lower()}.")
+    return redirect("ui:sweep", pk=pk)
+
+
+# -- leaderboard and charts ----------------------------------------------------------------
+def sweep_filter(request: HttpRequest, experiment: Experiment) -> Sweep | None:
+    sweep_id = request.GET.get("sweep")
+    if not sweep_id:
+        return None
+    if not sweep_id.isdigit():
+        raise Http404("No such sweep.")
+    return get_object_or_404(Sweep, pk=sweep_id, experiment=experiment)
+
+
+@login_required
+def leaderboard_page(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, pk=pk)
+    sweep = sweep_filter(request, experiment)
+    rows = leaderboard(experiment, LEADERBOARD_ROWS, sweep.pk if sweep else None)
+    varying = varying_keys([row["config"] for row in rows])
+    scorers = sorted({name for row in rows for name in row["scorer_means"]})
+    context = {
+        "experiment": experiment,
+        "sweep": sweep,
+        "sweeps": experiment.sweeps.all()[:20],
+        "tab": "leaderboard",
+        "rows": [leaderboard_row(row, varying, scorers) for row in rows],
+        "varying": varying,
+        "constant": {k: v for k, v in (rows[0]["config"].items() if rows else []) if k not in varying},
+        "scorers": scorers,
+    }
+    return render(request, "runs/leaderboard.html", context)
+
+
+def leaderboard_row(row: dict, varying: list[str], scorers: list[str]) -> dict:
+    return dict(
+        row,
+        tokens=row["tokens_in"] + row["tokens_out"],
+        params=[(key, row["config"].get(key)) for key in varying],
+        means=[row["scorer_means"].get(name) for name in scorers],
+    )
+
+
+@login_required
+def charts(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, pk=pk)
+    sweep = sweep_filter(request, experiment)
+    runs = experiment.runs.filter(status=RunStatus.COMPLETED, weighted_score__isnull=False)
+    if sweep:
+        runs = runs.filter(sweep=sweep)
+    points = [
+        {
+            "run_id": r.pk,
+            "weighted_score": r.weighted_score,
+            "tokens_in": r.tokens_in,
+            "tokens_out": r.tokens_out,
+            "latency_ms": r.latency_ms,
+            "config": r.config,
+        }
+        for r in runs.order_by("-weighted_score", "id")[:CHART_POINTS]
+    ]
+    pick = cheapest_nearly_best(experiment, sweep, points)
+    context = {
+        "experiment": experiment,
+        "sweep": sweep,
+        "sweeps": experiment.sweeps.all()[:20],
+        "tab": "charts",
+        "count": len(points),
+        "histogram": histogram([p["weighted_score"] for p in points]),
+        "tokens_chart": scatter(points, lambda p: p["tokens_in"] + p["tokens_out"], "Tokens", pick),
+        "latency_chart": scatter(points, lambda p: p["latency_ms"], "Mean latency (ms)", pick),
+        "pick": pick,
+        "varying": varying_keys([p["config"] for p in points]),
+    }
+    return render(request, "runs/charts.html", context)
+
+
+def cheapest_nearly_best(experiment: Experiment, sweep: Sweep | None, points: list[dict]) -> dict | None:
+    """The cheapest configuration statistically tied with the leader (or within
+    NEARLY_AS_GOOD of its score when the tie cannot be tested)."""
+    if not points:
+        return None
+    rows = leaderboard(experiment, LEADERBOARD_ROWS, sweep.pk if sweep else None)
+    best = points[0]["weighted_score"]
+    tied = {r["run_id"] for r in rows if r["tied_with_leader"]}
+    close = [p for p in points if p["run_id"] in tied or p["weighted_score"] >= best - NEARLY_AS_GOOD]
+    return min(close, key=lambda p: (p["tokens_in"] + p["tokens_out"], -p["weighted_score"]))
+
+
+def histogram(scores: list[float], bins: int = 10) -> dict:
+    counts = [0] * bins
+    for score in scores:
+        counts[min(bins - 1, max(0, int(score * bins)))] += 1
+    top = max(counts) or 1
+    width, height, left, bottom, top_room = 400, 200, 36, 24, 28
+    bar = (width - left - 8) / bins
+    scale = (height - bottom - top_room) / top
+    bars = [
+        {
+            "x": left + i * bar + 1,
+            "y": height - bottom - n * scale,
+            "w": bar - 2,
+            "h": n * scale,
+            "cx": left + (i + 0.5) * bar,
+            "n": n,
+            "label": f"{i / bins:.1f}–{(i + 1) / bins:.1f}",
+        }
+        for i, n in enumerate(counts)
+    ]
+    ticks = [{"x": left + i * bar, "label": f"{i / bins:.1f}"} for i in range(0, bins + 1, 2)]
+    return {
+        "bars": bars,
+        "ticks": ticks,
+        "top": top,
+        "width": width,
+        "height": height,
+        "base": height - bottom,
+        "left": left,
+    }
+
+
+def scatter(points: list[dict], cost: Any, label: str, pick: dict | None) -> dict:
+    """Score (up) against a cost (right), the Pareto front joined by a line."""
+    width, height, left, bottom, pad = 400, 240, 40, 28, 10
+    high = max((cost(p) for p in points), default=0) or 1
+    front = {p["run_id"] for p in cheapest_front(points, cost)}
+    dots = []
+    for p in points:
+        x = round(left + cost(p) / high * (width - left - pad), 1)
+        y = round(height - bottom - p["weighted_score"] * (height - bottom - pad), 1)
+        dots.append(
+            {
+                "x": x,
+                "y": y,
+                "run_id": p["run_id"],
+                "score": p["weighted_score"],
+                "cost": cost(p),
+                "front": p["run_id"] in front,
+                "pick": pick is not None and p["run_id"] == pick["run_id"],
+            }
+        )
+    line = " ".join(f"{d['x']},{d['y']}" for d in sorted(dots, key=lambda d: d["x"]) if d["front"])
+    ticks = [{"x": left + f * (width - left - pad), "label": nice(high * f)} for f in (0, 0.25, 0.5, 0.75, 1)]
+    yticks = [{"y": height - bottom - f * (height - bottom - pad), "label": f"{f:.1f}"} for f in (0, 0.5, 1)]
+    return {
+        "dots": dots,
+        "line": line,
+        "ticks": ticks,
+        "yticks": yticks,
+        "label": label,
+        "width": width,
+        "height": height,
+        "left": left,
+        "base": height - bottom,
+        "right": width - pad,
+        "top": pad,
+    }
+
+
+def cheapest_front(points: list[dict], cost: Any) -> list[dict]:
+    """The two-objective Pareto front (higher score, lower cost): every point that
+    scores more than everything cheaper. O(n log n), for up to CHART_POINTS runs."""
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: (cost(p), -p["weighted_score"])):
+        if p["weighted_score"] > best:
+            front.append(p)
+            best = p["weighted_score"]
+    return front
+
+
+def nice(value: float) -> str:
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    return f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+
+
+# -- run detail and human review ---------------------------------------------------------
+@login_required
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(Run.objects.select_related("experiment", "sweep"), pk=pk)
+    item_ids = run.stage_results.values_list("item_id", flat=True).distinct().order_by("item_id")
+    items = run.experiment.items.filter(pk__in=item_ids)
+    page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "experiment": run.experiment,
+        "run": run,
+        "tab": "sweeps",
+        "page": page,
+        "items": review_items(run, list(page.object_list), request.user),
+        "config": sorted(run.config.items()),
+        "run_errors": run.scores.filter(item__isnull=True, value__isnull=True, source=ScoreSource.AUTO),
+    }
+    return render(request, "runs/run.html", context)
+
+
+def review_items(run: Run, items: list, user: Any) -> list[dict]:
+    ids = [item.pk for item in items]
+    stages = StageResult.objects.filter(run=run, item_id__in=ids)
+    scores = Score.objects.filter(run=run, item_id__in=ids).select_related("author")
+    out = {item.pk: {"item": item, "samples": {}, "ratings": [], "mine": None} for item in items}
+    for stage in stages:
+        sample = out[stage.item_id]["samples"].setdefault(stage.sample_index, {"stages": [], "scores": []})
+        sample["stages"].append(stage)
+    for score in scores:
+        entry = out[score.item_id]
+        if score.source == ScoreSource.HUMAN:
+            score.rating = rating_of(score.value)
+            entry["ratings"].append(score)
+            if score.author_id == user.pk:
+                entry["mine"] = score
+        else:
+            entry["samples"].setdefault(score.sample_index, {"stages": [], "scores": []})["scores"].append(
+                score
+            )
+    for entry in out.values():
+        mine = entry["mine"]
+        initial = {"rating": rating_of(mine.value), "comment": mine.comment} if mine else None
+        entry["form"] = RatingForm(initial=initial, prefix=f"item{entry['item'].pk}")
+        entry["samples"] = sorted(entry["samples"].items())
+    return [out[pk] for pk in ids]
+
+
+def rating_of(value: float | None) -> int | None:
+    return None if value is None else round(value * 9) + 1
+
+
+@login_required
+@require_POST
+def rate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    """A 1–10 rating is stored as a human score (r - 1) / 9, one per person and item."""
+    run = get_object_or_404(Run.objects.select_related("experiment"), pk=pk)
+    item = get_object_or_404(run.experiment.items, pk=item_pk)
+    form = RatingForm(request.POST, prefix=f"item{item.pk}")
+    if not form.is_valid():
+        messages.error(request, f"Row #{item.position}: choose a rating from 1 to 10.")
+        return redirect(f"{reverse('ui:run', args=[pk])}#item-{item.pk}")
+    rating = form.cleaned_data["rating"]
+    Score.objects.update_or_create(
+        run=run,
+        item=item,
+        source=ScoreSource.HUMAN,
+        author=request.user,
+        defaults={"scorer": "human", "value": (rating - 1) / 9, "comment": form.cleaned_data["comment"]},
+    )
+    recompute_weighted_score(run)
+    messages.success(request, f"Saved your rating of {rating}/10 for row #{item.position}.")
+    page = request.POST.get("page", "")
+    suffix = f"?page={page}" if page.isdigit() else ""
+    return redirect(f"{reverse('ui:run', args=[pk])}{suffix}#item-{item.pk}")

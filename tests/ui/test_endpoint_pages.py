@@ -1,0 +1,104 @@
+"""Endpoint pages: the API key is write-only, and the connection can be tested."""
+
+import pytest
+from django.urls import reverse
+
+from endpoints.models import Endpoint
+from tests.factories import make_endpoint
+
+pytestmark = pytest.mark.django_db
+
+
+
+SECRET = "sk-live-do-not-leak-123"
+
+
+@pytest.fixture
+def client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+def form_data(**overrides) -> dict:
+    data = {
+        "name": "local",
+        "base_url": "http://127.0.0.1:11434/v1",
+        "adapter": "openai",
+        "default_model": "llama3",
+        "embedding_model": "",
+        "timeout_s": "60",
+        "max_concurrency": "0",
+        "extra_headers": "{}",
+        "api_key": "",
+    }
+    return data | overrides
+
+
+def test_adding_an_endpoint_stores_the_key_encrypted_and_never_shows_it(client):
+    response = client.post(reverse("ui:endpoint_create"), form_data(api_key=SECRET), follow=True)
+    endpoint = Endpoint.objects.get(name="local")
+    assert endpoint.get_api_key() == SECRET and SECRET not in endpoint.api_key_encrypted
+    assert SECRET.encode() not in response.content
+    assert b'id="key-state">set<' in response.content
+    assert b'type="password" name="api_key"' in response.content
+
+
+def test_the_key_is_not_rendered_back_after_a_form_error(client):
+    response = client.post(reverse("ui:endpoint_create"), form_data(api_key=SECRET, base_url="not a url"))
+    assert response.status_code == 200
+    assert b"Enter a valid URL" in response.content
+    assert SECRET.encode() not in response.content
+
+
+def test_a_blank_key_keeps_the_stored_one(client):
+    endpoint = make_endpoint(api_key=SECRET)
+    client.post(reverse("ui:endpoint_edit", args=[endpoint.pk]), form_data(name="renamed"))
+    endpoint.refresh_from_db()
+    assert endpoint.name == "renamed" and endpoint.get_api_key() == SECRET
+
+
+def test_clear_key_removes_it(client):
+    endpoint = make_endpoint(api_key=SECRET)
+    response = client.post(
+        reverse("ui:endpoint_edit", args=[endpoint.pk]), form_data(clear_api_key="on"), follow=True
+    )
+    endpoint.refresh_from_db()
+    assert not endpoint.has_api_key
+    assert b'id="key-state">not set<' in response.content
+
+
+def test_the_list_says_set_or_not_set(client):
+    make_endpoint("with-key", api_key=SECRET)
+    make_endpoint("without-key")
+    content = client.get(reverse("ui:endpoint_list")).content.decode()
+    assert content.count(">set<") == 1 and content.count(">not set<") == 1
+    assert SECRET not in content
+
+
+def test_extra_headers_must_be_an_object_of_strings(client):
+    response = client.post(reverse("ui:endpoint_create"), form_data(extra_headers='{"X-Org": 1}'))
+    assert b"JSON object of strings" in response.content
+    assert not Endpoint.objects.exists()
+
+
+def test_the_apis_rules_apply_to_the_form(client):
+    response = client.post(reverse("ui:endpoint_create"), form_data(base_url="ftp://example.com/v1"))
+    assert b"Use an http:// or https:// URL" in response.content
+    response = client.post(reverse("ui:endpoint_create"), form_data(extra_headers='{"Bad Name": "x"}'))
+    assert b"is not a valid HTTP header name" in response.content
+    assert not Endpoint.objects.exists()
+
+
+def test_test_connection_lists_the_models_found(client, llm_stub):
+    endpoint = make_endpoint(base_url=llm_stub.base_url)
+    response = client.post(reverse("ui:endpoint_test", args=[endpoint.pk]), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("ui:endpoint_edit", args=[endpoint.pk])
+    assert b"Connected to &#x27;local&#x27;" in response.content
+    assert b"stub-small, stub-large" in response.content
+
+
+def test_test_connection_shows_the_error(client):
+    endpoint = make_endpoint(base_url="http://127.0.0.1:9/v1", timeout_s=2)
+    response = client.post(reverse("ui:endpoint_test", args=[endpoint.pk]), {"next": "list"}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("ui:endpoint_list")
+    assert b"Could not connect to &#x27;local&#x27;" in response.content

@@ -1,0 +1,208 @@
+"""The experiment editor: stages, parameters and scorers as formsets, checked by
+experiments/validation.py and shown where the mistake is."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from experiments.forms import format_values, parse_values
+from experiments.models import Experiment
+from tests.factories import make_endpoint, make_experiment
+
+pytestmark = pytest.mark.django_db
+
+
+
+@pytest.fixture
+def client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+def management(prefix: str, total: int, initial: int = 0) -> dict:
+    return {f"{prefix}-TOTAL_FORMS": str(total), f"{prefix}-INITIAL_FORMS": str(initial)}
+
+
+def editor_data(stages: list[dict], params: list[dict] = (), scorers: list[dict] = (), **fields) -> dict:
+    data = {"name": "Capitals", "description": "", "endpoint": ""} | fields
+    data |= management("stages", len(stages)) | management("params", len(params))
+    data |= management("scorers", len(scorers))
+    for prefix, rows in (("stages", stages), ("params", params), ("scorers", scorers)):
+        for n, row in enumerate(rows):
+            data |= {f"{prefix}-{n}-{key}": value for key, value in row.items()}
+    return data
+
+
+KEYWORD = {"type": "keyword", "weight": "1", "config": '{"required_present": ["{{ capital }}"]}'}
+
+
+def test_a_new_experiment_is_saved_from_the_forms(client, alice):
+    endpoint = make_endpoint()
+    data = editor_data(
+        [{"name": "answer", "system": "Be brief.", "user": "Capital of {{ country }}?", "ORDER": "1"}],
+        [
+            {"key": "temperature", "values": "0, 0.7"},
+            {"key": "answer.user", "values": "Terse: {{ country }}\n---\nPlease: {{ country }}\nThanks."},
+        ],
+        [KEYWORD],
+        endpoint=str(endpoint.pk),
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    experiment = Experiment.objects.get()
+    assert response.status_code == 302 and response.url == reverse(
+        "ui:experiment_detail", args=[experiment.pk]
+    )
+    assert experiment.pipeline == [
+        {"name": "answer", "system": "Be brief.", "user": "Capital of {{ country }}?"}
+    ]
+    assert experiment.parameter_space == {
+        "temperature": [0, 0.7],
+        "answer.user": ["Terse: {{ country }}", "Please: {{ country }}\nThanks."],
+    }
+    assert experiment.scorers == [
+        {"type": "keyword", "weight": 1.0, "config": {"required_present": ["{{ capital }}"]}}
+    ]
+    assert experiment.endpoint == endpoint and experiment.created_by == alice
+
+
+def test_a_template_syntax_error_names_the_stage_and_the_line(client):
+    data = editor_data(
+        [
+            {"name": "draft", "user": "Draft {{ country }}", "ORDER": "1"},
+            {"name": "answer", "user": "Improve:\n{{ previous }\nPlease.", "ORDER": "2"},
+        ]
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    assert response.status_code == 200 and not Experiment.objects.exists()
+    content = response.content.decode()
+    assert "Stage &#x27;answer&#x27; user template: Template syntax error on line 2" in content
+    # ...shown at that stage's field, not the first one's
+    form = response.context["editor"].stages.forms[1]
+    assert "line 2" in form.errors["user"][0] and not response.context["editor"].stages.forms[0].errors
+
+
+def test_stages_are_saved_in_the_order_given_and_removed_ones_dropped(client):
+    experiment = make_experiment(parameter_space={})
+    data = editor_data(
+        [
+            {"name": "answer", "user": "Capital of {{ country }}?", "ORDER": "2"},
+            {"name": "draft", "user": "Think about {{ country }}", "ORDER": "1"},
+            {"name": "gone", "user": "x", "ORDER": "3", "DELETE": "on"},
+        ],
+        scorers=[KEYWORD],
+    )
+    data["stages-INITIAL_FORMS"] = "1"
+    client.post(reverse("ui:experiment_edit", args=[experiment.pk]), data)
+    experiment.refresh_from_db()
+    assert experiment.stage_names == ["draft", "answer"]
+
+
+def test_the_pipeline_needs_a_stage(client):
+    data = editor_data([{"name": "answer", "user": "x", "ORDER": "1", "DELETE": "on"}])
+    response = client.post(reverse("ui:experiment_create"), data)
+    assert b"A pipeline needs at least one stage." in response.content
+
+
+def test_a_parameter_naming_a_missing_stage_is_refused_with_the_key(client):
+    data = editor_data(
+        [{"name": "answer", "user": "Capital of {{ country }}?", "ORDER": "1"}],
+        [{"key": "summary.temperature", "values": "0, 1"}],
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    assert b"&#x27;summary.temperature&#x27; names stage &#x27;summary&#x27;" in response.content
+
+
+def test_a_broken_prompt_variant_names_the_variant_and_line(client):
+    data = editor_data(
+        [{"name": "answer", "user": "Capital of {{ country }}?", "ORDER": "1"}],
+        [{"key": "answer.user", "values": "Fine {{ country }}\n---\nBroken {% if %}"}],
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    assert b"variant 2: Template syntax error on line 1" in response.content
+
+
+def test_a_scorer_config_error_is_shown_at_that_scorer(client):
+    data = editor_data(
+        [{"name": "answer", "user": "Capital of {{ country }}?", "ORDER": "1"}],
+        scorers=[
+            KEYWORD,
+            {"type": "format", "weight": "1", "config": '{"check": "length", "colour": "red"}'},
+        ],
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    second = response.context["editor"].scorers.forms[1]
+    assert "unknown option 'colour'" in second.errors["config"][0]
+    assert not response.context["editor"].scorers.forms[0].errors
+
+
+def test_scorers_that_call_a_model_are_marked_as_costing_tokens(client):
+    experiment = make_experiment(
+        scorers=[
+            {"type": "keyword", "weight": 1.0, "config": {"required_present": ["Paris"]}},
+            {"type": "llm_judge", "weight": 1.0, "config": {}},
+        ]
+    )
+    edit = client.get(reverse("ui:experiment_edit", args=[experiment.pk])).content.decode()
+    assert '<option value="llm_judge" selected>llm_judge (costs tokens)</option>' in edit
+    assert '<option value="embedding">embedding (costs tokens)</option>' in edit
+    assert '<option value="keyword">keyword</option>' in edit
+    detail = client.get(reverse("ui:experiment_detail", args=[experiment.pk])).content.decode()
+    assert detail.count("costs tokens") == 1
+
+
+def test_the_editor_lists_the_variables_the_dataset_provides(client):
+    experiment = make_experiment()
+    content = client.get(reverse("ui:experiment_edit", args=[experiment.pk])).content.decode()
+    assert "<code>capital</code> <code>country</code>" in content
+    assert 'data-variables="capital,country"' in content
+
+
+def test_an_existing_experiment_round_trips_through_the_editor(client):
+    space = {
+        "temperature": [0.0, 0.7],
+        "answer.user": ["A {{ country }}", "B, {{ country }}"],
+        "top_p": {"min": 0.1, "max": 1},
+    }
+    experiment = make_experiment(parameter_space=space)
+    response = client.get(reverse("ui:experiment_edit", args=[experiment.pk]))
+    editor = response.context["editor"]
+    data = editor_data(
+        [
+            f.initial | {"ORDER": str(n + 1), "params": json.dumps(f.initial.get("params", {}))}
+            for n, f in enumerate(editor.stages.forms)
+        ],
+        [f.initial for f in editor.parameters.forms],
+        [f.initial | {"config": json.dumps(f.initial["config"])} for f in editor.scorers.forms],
+    )
+    data |= {"stages-INITIAL_FORMS": "1", "params-INITIAL_FORMS": "3", "scorers-INITIAL_FORMS": "1"}
+    assert client.post(reverse("ui:experiment_edit", args=[experiment.pk]), data).status_code == 302
+    experiment.refresh_from_db()
+    assert experiment.parameter_space == space
+
+
+def test_the_live_template_check_reports_the_line_or_the_variables(client):
+    url = reverse("ui:check_template")
+    bad = client.post(
+        url, {"source": "Hi\n{{ name ", "where": "Stage 'a' user template"}, content_type="application/json"
+    )
+    assert bad.json()["ok"] is False and bad.json()["line"] == 2
+    assert bad.json()["error"].startswith("Stage 'a' user template: Template syntax error on line 2")
+    good = client.post(url, {"source": "{{ country }} and {{ previous }}"}, content_type="application/json")
+    assert good.json() == {"ok": True, "error": None, "variables": ["country", "previous"]}
+
+
+@pytest.mark.parametrize(
+    "key, text, values",
+    [
+        ("temperature", "0, 0.5, 1", [0, 0.5, 1]),
+        ("model", "stub-small, stub-large", ["stub-small", "stub-large"]),
+        ("stream", "true, false", [True, False]),
+        ("top_p", '{"min": 0.1, "max": 1}', {"min": 0.1, "max": 1}),
+        ("stop", '[["\\n"], null]', [["\n"], None]),
+        ("answer.system", "One\n---\nTwo, with a comma", ["One", "Two, with a comma"]),
+    ],
+)
+def test_parameter_values_are_read_and_written_the_same_way(key, text, values):
+    assert parse_values(key, text) == values
+    assert parse_values(key, format_values(key, values)) == values
