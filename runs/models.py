@@ -68,7 +68,7 @@ class StageResult(models.Model):
         "experiments.DatasetItem",
         null=True,
         blank=True,
-        on_delete=models.CASCADE,
+        on_delete=models.SET_NULL,  # replacing a dataset keeps earlier runs' results
         related_name="stage_results",
     )
     sample_index = models.PositiveIntegerField(default=0)
@@ -100,7 +100,7 @@ class ScoreSource(models.TextChoices):
 class Score(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="scores")
     item = models.ForeignKey(
-        "experiments.DatasetItem", null=True, blank=True, on_delete=models.CASCADE, related_name="scores"
+        "experiments.DatasetItem", null=True, blank=True, on_delete=models.SET_NULL, related_name="scores"
     )
     sample_index = models.PositiveIntegerField(default=0)
     scorer = models.CharField(max_length=100)

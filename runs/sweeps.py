@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -182,8 +183,9 @@ def execute_sweep(sweep_id: int) -> str:
 
 async def orchestrate(sweep: Sweep) -> SweepReport:
     workers = sweep.config.get("workers", 1)
-    items = await asyncio.to_thread(lambda: bridge.items_of(sweep.experiment))
-    endpoints = await asyncio.to_thread(bridge.all_endpoints)
+    # sync_to_async: the ORM thread whose connections release_connections() closes.
+    items = await sync_to_async(bridge.items_of)(sweep.experiment)
+    endpoints = await sync_to_async(bridge.all_endpoints)()
     endpoints = endpoints_for_worker(endpoints, workers)
     repeats = sweep.config.get("repeats", 1)
     source = SweepRuns(sweep, endpoints, items, repeats)

@@ -1,0 +1,59 @@
+import asyncio
+
+from django.db.models import ProtectedError
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from endpoints.models import Endpoint
+from endpoints.serializers import ConnectionReportSerializer, EndpointSerializer
+from engine.adapters import ConnectionReport, create_adapter
+from engine.types import EngineError
+from runs.bridge import endpoint_config
+
+TEST_TIMEOUT_S = 15.0
+
+
+def test_connection(endpoint: Endpoint) -> ConnectionReport:
+    """Ask the endpoint for its models; a failure is a report, never an exception."""
+    config = endpoint_config(endpoint)
+    # A button waits for this: never as long as a slow generation may take.
+    config.timeout_s = min(config.timeout_s, TEST_TIMEOUT_S)
+
+    async def probe() -> ConnectionReport:
+        async with create_adapter(config) as adapter:
+            return await adapter.test_connection()
+
+    try:
+        # Sync views run outside any event loop (WSGI, or ASGI's worker thread).
+        return asyncio.run(probe())
+    except EngineError as exc:  # e.g. an adapter that is no longer installed
+        return ConnectionReport(ok=False, models=[], latency_ms=0.0, error=str(exc))
+
+
+test_connection.__test__ = False  # not a pytest test, whatever its name (endpoints/views.py uses it)
+
+
+class EndpointViewSet(viewsets.ModelViewSet):
+    queryset = Endpoint.objects.all()
+    serializer_class = EndpointSerializer
+
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        endpoint = self.get_object()
+        try:
+            endpoint.delete()
+        except ProtectedError:
+            names = ", ".join(sorted(e.name for e in endpoint.experiments.all()[:10]))
+            return Response(
+                {"detail": f"Experiments use this endpoint ({names}); point them elsewhere first."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=ConnectionReportSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        report = test_connection(self.get_object())
+        return Response(ConnectionReportSerializer(report).data)

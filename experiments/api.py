@@ -1,0 +1,278 @@
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Count, QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import parsers, renderers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from engine.runner import RunFailure
+from experiments import export
+from experiments.dataset_import import DatasetImportError, decode, detect_format, parse_dataset, write_rows
+from experiments.models import Experiment, Sweep
+from experiments.serializers import (
+    DatasetImportResultSerializer,
+    DatasetImportSerializer,
+    DatasetUploadSerializer,
+    ExperimentSerializer,
+    ExperimentSummarySerializer,
+    ExportedConfigSerializer,
+    ReportSerializer,
+)
+from runs.api import Conflict
+from runs.serializers import (
+    SweepEstimateSerializer,
+    SweepLaunchSerializer,
+    SweepSerializer,
+    estimate_response,
+)
+from runs.sweeps import (
+    SweepRequestError,
+    SweepStateError,
+    launch_sweep,
+    pause_sweep,
+    resume_sweep,
+    stop_sweep,
+)
+
+# Fields a running sweep reads from the experiment: frozen while one is active.
+SWEEP_INPUTS = ("endpoint", "pipeline", "parameter_space", "scorers")
+
+
+def changed_sweep_inputs(experiment: Experiment, data: dict[str, Any]) -> list[str]:
+    changed = [f for f in SWEEP_INPUTS if f in data and data[f] != getattr(experiment, f)]
+    return changed + (["dataset"] if "items" in data else [])
+
+
+class RawBodyParser(parsers.BaseParser):
+    """Any other content type: the body as bytes (a CSV or JSONL file sent as is)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+        return stream.read() if stream is not None else b""
+
+
+class MarkdownRenderer(renderers.BaseRenderer):
+    media_type = "text/markdown"
+    format = "md"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if isinstance(data, dict) and "detail" in data:  # an error
+            data = str(data["detail"])
+        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+        return text.encode(self.charset)
+
+
+class ExportRenderer(renderers.BaseRenderer):
+    charset = "utf-8"
+    writer: Callable[[Any], str] = staticmethod(export.to_json)
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        response = (renderer_context or {}).get("response")
+        if response is not None and response.status_code >= 400:  # an error, not an export
+            body = renderers.JSONRenderer().render(data)
+            return export.to_yaml(json.loads(body)).encode() if self.format == "yaml" else body
+        return self.writer(data).encode(self.charset)
+
+
+class ExportJSONRenderer(ExportRenderer):
+    media_type, format = "application/json", "json"
+
+
+class ExportYAMLRenderer(ExportRenderer):
+    media_type, format = "application/yaml", "yaml"
+    writer = staticmethod(export.to_yaml)
+
+
+class ExportEnvRenderer(ExportRenderer):
+    media_type, format = "text/plain", "env"
+    writer = staticmethod(export.to_env)
+
+
+def dataset_upload(request: Request) -> tuple[str, str, str]:
+    """(text, file name, content type) of an uploaded file or a raw body."""
+    if isinstance(request.data, bytes):
+        return decode(request.data), "", request.content_type or ""
+    upload = request.data.get("file")
+    if upload is None or isinstance(upload, str):
+        raise serializers.ValidationError(
+            {"file": ["Send the file as multipart field `file`, or as the raw body."]}
+        )
+    return decode(upload.read()), upload.name or "", upload.content_type or ""
+
+
+class ExperimentViewSet(viewsets.ModelViewSet):
+    serializer_class = ExperimentSerializer
+
+    def get_queryset(self) -> QuerySet[Experiment]:
+        experiments = Experiment.objects.select_related("created_by")
+        if self.action == "list":
+            return experiments.annotate(dataset_size=Count("items")).order_by("-updated_at", "-id")
+        if self.action in ("retrieve", "update", "partial_update"):
+            return experiments.prefetch_related("items")
+        return experiments
+
+    def get_serializer_class(self) -> type:
+        return ExperimentSummarySerializer if self.action == "list" else ExperimentSerializer
+
+    def perform_create(self, serializer: ExperimentSerializer) -> None:
+        serializer.save(created_by=self.request.user)
+
+    def perform_update(self, serializer: ExperimentSerializer) -> None:
+        changing = changed_sweep_inputs(serializer.instance, serializer.validated_data)
+        if changing and serializer.instance.active_sweep():
+            raise Conflict(
+                f"A sweep is running on this experiment; stop it before changing {', '.join(changing)}."
+            )
+        serializer.save()
+
+    def perform_destroy(self, instance: Experiment) -> None:
+        if instance.active_sweep():
+            raise Conflict("A sweep is running on this experiment; stop it before deleting the experiment.")
+        instance.delete()
+
+    # -- the dataset ----------------------------------------------------------------
+    @extend_schema(
+        request={"multipart/form-data": DatasetUploadSerializer, "text/plain": OpenApiTypes.STR},
+        parameters=[DatasetImportSerializer],
+        responses=DatasetImportResultSerializer,
+        description="Import CSV (a `reference` column; the others become input variables) or JSONL "
+        "(`{input: {...}, reference}` or flat objects with a `reference` key), as multipart field "
+        "`file` or as the raw body. A bad row is a 400 naming its line; nothing is changed then.",
+    )
+    @action(detail=True, methods=["post"], parser_classes=[parsers.MultiPartParser, RawBodyParser])
+    def dataset(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        form = request.data if not isinstance(request.data, bytes) else {}
+        options = DatasetImportSerializer(data={**form_options(form), **request.query_params.dict()})
+        options.is_valid(raise_exception=True)
+        text, name, content_type = self._upload(request)
+        fmt = options.validated_data.get("file_format") or detect_format(name, content_type, text)
+        try:
+            rows = parse_dataset(text, fmt)
+        except DatasetImportError as exc:
+            raise serializers.ValidationError({"dataset": [str(exc)]}) from None
+        if experiment.active_sweep():
+            raise Conflict("A sweep is running on this experiment; stop it before changing its dataset.")
+        mode = options.validated_data["mode"]
+        size = write_rows(experiment, rows, mode)
+        result = {"imported": len(rows), "dataset_size": size, "mode": mode, "file_format": fmt}
+        return Response(DatasetImportResultSerializer(result).data)
+
+    @staticmethod
+    def _upload(request: Request) -> tuple[str, str, str]:
+        try:
+            return dataset_upload(request)
+        except DatasetImportError as exc:
+            raise serializers.ValidationError({"dataset": [str(exc)]}) from None
+
+    # -- sweeps ---------------------------------------------------------------------
+    @extend_schema(
+        request=SweepLaunchSerializer,
+        responses={
+            201: SweepSerializer,
+            200: SweepEstimateSerializer,
+            409: OpenApiResponse(description="A sweep is active."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def sweep(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        launch = SweepLaunchSerializer(data=request.data, context={"experiment": experiment})
+        launch.is_valid(raise_exception=True)
+        sweep_request = launch.validated_data["request"]
+        if launch.validated_data["dry_run"]:
+            data = estimate_response(launch.validated_data["plan"], sweep_request)
+            return Response(SweepEstimateSerializer(data).data)
+        try:
+            sweep = launch_sweep(experiment, sweep_request, user=request.user)
+        except SweepRequestError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
+        except SweepStateError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
+
+    def _steer(self, change: Callable[[Sweep], Sweep]) -> Response:
+        sweep = self.get_object().active_sweep()
+        if sweep is None:
+            raise Conflict("This experiment has no active sweep.")
+        try:
+            sweep = change(sweep)
+        except SweepStateError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(SweepSerializer(sweep).data)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        return self._steer(pause_sweep)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        return self._steer(resume_sweep)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        return self._steer(stop_sweep)
+
+    # -- results --------------------------------------------------------------------
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", str, enum=["json", "env", "yaml"], description="Default json.")
+        ],
+        responses={
+            (200, "application/json"): ExportedConfigSerializer,
+            (200, "application/yaml"): ExportedConfigSerializer,
+            (200, "text/plain"): OpenApiTypes.STR,
+        },
+        description="The best configuration (each stage's model, parameters and templates with the "
+        "config applied) and its metadata, as a download.",
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="export",
+        renderer_classes=[ExportJSONRenderer, ExportYAMLRenderer, ExportEnvRenderer],
+    )
+    def export_config(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        best = export.best_run(experiment)
+        if best is None:
+            raise NotFound("No completed, scored run yet: run a sweep first.")
+        fmt = request.accepted_renderer.format
+        filename = f"promptlooper-{experiment.pk}-run-{best.pk}.{fmt}"
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        try:
+            data = export.exported_config(best)
+        except RunFailure as exc:  # the experiment changed since that run
+            raise Conflict(f"Run {best.pk} no longer fits this experiment: {exc}") from None
+        return Response(data, headers=headers)
+
+    @extend_schema(
+        responses={(200, "text/markdown"): OpenApiTypes.STR, (200, "application/json"): ReportSerializer},
+        description="Markdown: the configuration space explored, the top 5 configurations, score "
+        "distributions, token usage and timing. `Accept: application/json` gives {markdown}.",
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[MarkdownRenderer, renderers.JSONRenderer])
+    def report(self, request: Request, pk: str | None = None) -> Response:
+        markdown = export.report_markdown(self.get_object())
+        if request.accepted_renderer.format == "json":
+            return Response({"markdown": markdown})
+        return Response(markdown)
+
+
+def form_options(form: Any) -> dict[str, str]:
+    return {key: form.get(key) for key in ("mode", "file_format") if hasattr(form, "get") and form.get(key)}

@@ -1,0 +1,166 @@
+"""Dataset rows from CSV or JSONL, and writing them to an experiment.
+
+CSV: a header row; a `reference` column (any case) is the expected answer, every
+other column becomes a template variable of that name. JSONL: one object a line,
+either `{"input": {...}, "reference": "..."}` or flat `{"country": ..., "reference": ...}`.
+A bad row stops the import with its line number; nothing is written until every
+row has parsed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Literal, TypedDict
+
+from django.db import transaction
+from django.db.models import Max
+
+from experiments.models import DatasetItem, Experiment
+
+Format = Literal["csv", "jsonl"]
+FORMATS: tuple[Format, ...] = ("csv", "jsonl")
+MODES = ("append", "replace")
+REFERENCE = "reference"
+
+
+class Row(TypedDict):
+    input: dict[str, Any]
+    reference: str
+
+
+class DatasetImportError(ValueError):
+    """A file that cannot be imported; the message names the line."""
+
+
+def detect_format(filename: str, content_type: str, text: str) -> Format:
+    name, kind = filename.lower(), content_type.lower()
+    if name.endswith(".csv") or "csv" in kind:
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".json")) or "json" in kind:
+        return "jsonl"
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
+def decode(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetImportError(f"Line {line}: the file is not UTF-8 text; save it as UTF-8.") from None
+
+
+def parse_dataset(text: str, fmt: Format) -> list[Row]:
+    rows = parse_csv(text) if fmt == "csv" else parse_jsonl(text)
+    if not rows:
+        raise DatasetImportError("The file has no data rows.")
+    return rows
+
+
+def parse_csv(text: str) -> list[Row]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return []
+        columns = _header(header)
+        return [_csv_row(columns, values, reader.line_num) for values in reader if any(values)]
+    except csv.Error as exc:
+        raise DatasetImportError(f"Line {reader.line_num}: {exc}.") from None
+
+
+def _header(header: list[str]) -> list[str]:
+    columns = [name.strip() for name in header]
+    for number, name in enumerate(columns, start=1):
+        if not name:
+            raise DatasetImportError(f"Line 1: column {number} has no name; every column needs one.")
+    seen = [name.lower() if name.lower() == REFERENCE else name for name in columns]
+    duplicates = sorted({name for name in seen if seen.count(name) > 1})
+    if duplicates:
+        raise DatasetImportError(f"Line 1: column {duplicates[0]!r} appears twice.")
+    return seen
+
+
+def _csv_row(columns: list[str], values: list[str], line: int) -> Row:
+    if len(values) != len(columns):
+        raise DatasetImportError(f"Line {line}: expected {len(columns)} fields, found {len(values)}.")
+    fields = dict(zip(columns, values, strict=True))
+    reference = fields.pop(REFERENCE, "")
+    _no_nul(fields, reference, line)
+    return Row(input=fields, reference=reference)
+
+
+def parse_jsonl(text: str) -> list[Row]:
+    rows = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DatasetImportError(
+                f"Line {line}: not valid JSON ({exc.msg}, column {exc.colno})."
+            ) from None
+        rows.append(_json_row(obj, line))
+    return rows
+
+
+def _json_row(obj: Any, line: int) -> Row:
+    if not isinstance(obj, dict):
+        raise DatasetImportError(
+            f'Line {line}: expected an object like {{"input": {{...}}, "reference": "..."}}.'
+        )
+    if isinstance(obj.get("input"), dict) and set(obj) <= {"input", REFERENCE}:
+        variables, reference = dict(obj["input"]), obj.get(REFERENCE, "")
+    else:
+        variables = {k: v for k, v in obj.items() if k != REFERENCE}
+        reference = obj.get(REFERENCE, "")
+    if reference is None:
+        reference = ""
+    if isinstance(reference, (int, float)) and not isinstance(reference, bool):
+        reference = str(reference)
+    if not isinstance(reference, str):
+        raise DatasetImportError(f"Line {line}: reference must be text, got {type(reference).__name__}.")
+    _no_nul(variables, reference, line)
+    return Row(input=variables, reference=reference)
+
+
+def _no_nul(variables: dict[str, Any], reference: str, line: int) -> None:
+    # PostgreSQL cannot store NUL characters in text or JSON.
+    if has_nul(variables) or "\x00" in reference:
+        raise DatasetImportError(f"Line {line}: contains a NUL character.")
+
+
+def has_nul(value: Any) -> bool:
+    """True if a NUL hides anywhere in a JSON value (keys included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def write_rows(experiment: Experiment, rows: list[Row], mode: str = "replace") -> int:
+    """Replace the experiment's rows, or append after the last; returns the row count now."""
+    with transaction.atomic():
+        if mode == "replace":
+            experiment.items.all().delete()
+            start = 0
+        else:
+            last = experiment.items.aggregate(last=Max("position"))["last"]
+            start = 0 if last is None else last + 1
+        DatasetItem.objects.bulk_create(
+            (
+                DatasetItem(
+                    experiment=experiment, position=start + i, input=row["input"], reference=row["reference"]
+                )
+                for i, row in enumerate(rows)
+            ),
+            batch_size=1000,
+        )
+        return experiment.items.count()

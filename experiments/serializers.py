@@ -1,0 +1,223 @@
+"""Experiments over the API. The pipeline, parameter space and scorers are checked
+by experiments/validation.py, the same checks the UI forms and the model use,
+so a 400 names the field and says what is wrong in the same words everywhere."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from endpoints.models import Endpoint
+from experiments.dataset_import import FORMATS, MODES, has_nul, write_rows
+from experiments.models import Experiment
+from experiments.validation import validate_experiment
+
+SPACE_VALUES = {
+    "oneOf": [
+        {"type": "array", "items": {}, "minItems": 1},
+        {
+            "type": "object",
+            "properties": {
+                "min": {"type": "number"},
+                "max": {"type": "number"},
+                "log": {"type": "boolean"},
+                "type": {"type": "string", "enum": ["int", "float"]},
+            },
+            "required": ["min", "max"],
+        },
+    ]
+}
+
+
+class JSONValueField(serializers.JSONField):
+    """Any JSON, minus NUL characters (PostgreSQL cannot store them)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if has_nul(value):
+            raise serializers.ValidationError("Text here may not contain NUL characters.")
+        return value
+
+
+class StageSerializer(serializers.Serializer):
+    """The shape of one pipeline stage (documentation; validation.py checks it)."""
+
+    name = serializers.CharField(help_text="Unique in the pipeline, without dots.")
+    system = serializers.CharField(required=False, allow_blank=True, help_text="Jinja2 template.")
+    user = serializers.CharField(help_text="Jinja2 template; `{{ previous }}` is the stage before's output.")
+    model = serializers.CharField(required=False, allow_blank=True)
+    params = serializers.DictField(required=False, help_text="LLM parameters, e.g. temperature.")
+
+
+class ScorerSpecSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="keyword, format, embedding, llm_judge, human, ...")
+    weight = serializers.FloatField(required=False, default=1.0, min_value=0)
+    config = serializers.DictField(required=False)
+    name = serializers.CharField(
+        required=False, help_text="Defaults to the type; needed to use a type twice."
+    )
+
+
+@extend_schema_field(StageSerializer(many=True))
+class PipelineField(JSONValueField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": SPACE_VALUES,
+        "description": '{param: [values] | {min, max, log?, type?}}; "<stage>.<param>" and '
+        '"<stage>.user" / "<stage>.system" (template variants) allowed.',
+    }
+)
+class ParameterSpaceField(JSONValueField):
+    pass
+
+
+@extend_schema_field(ScorerSpecSerializer(many=True))
+class ScorersField(JSONValueField):
+    pass
+
+
+class DatasetRowSerializer(serializers.Serializer):
+    input = serializers.DictField(help_text="Template variables of this row.")
+    reference = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False, help_text="The expected answer."
+    )
+
+    def validate_input(self, value: dict) -> dict:
+        if has_nul(value):
+            raise serializers.ValidationError("Text here may not contain NUL characters.")
+        return value
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    """Writing `dataset` replaces the experiment's rows; leaving it out keeps them."""
+
+    endpoint = serializers.PrimaryKeyRelatedField(
+        queryset=Endpoint.objects.all(), allow_null=True, required=False
+    )
+    pipeline = PipelineField()
+    parameter_space = ParameterSpaceField(required=False)
+    scorers = ScorersField(required=False)
+    dataset = DatasetRowSerializer(many=True, required=False, source="items")
+    dataset_size = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Experiment
+        fields = [
+            "id",
+            "name",
+            "description",
+            "endpoint",
+            "pipeline",
+            "parameter_space",
+            "scorers",
+            "dataset",
+            "dataset_size",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_dataset_size(self, experiment: Experiment) -> int:
+        annotated = getattr(experiment, "dataset_size", None)
+        return annotated if annotated is not None else experiment.items.count()
+
+    def validate(self, attrs: dict) -> dict:
+        current = self.instance
+        try:
+            validate_experiment(
+                attrs.get("pipeline", current.pipeline if current else []),
+                attrs.get("parameter_space", current.parameter_space if current else {}),
+                attrs.get("scorers", current.scorers if current else []),
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return attrs
+
+    def create(self, validated_data: dict) -> Experiment:
+        rows = validated_data.pop("items", None)
+        with transaction.atomic():
+            experiment = Experiment.objects.create(**validated_data)
+            if rows is not None:
+                write_rows(experiment, rows)
+        return experiment
+
+    def update(self, instance: Experiment, validated_data: dict) -> Experiment:
+        rows = validated_data.pop("items", None)
+        with transaction.atomic():
+            for name, value in validated_data.items():
+                setattr(instance, name, value)
+            instance.save()
+            if rows is not None:
+                write_rows(instance, rows)
+        return instance
+
+
+class ExperimentSummarySerializer(ExperimentSerializer):
+    """The list view: everything but the dataset rows."""
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = [f for f in ExperimentSerializer.Meta.fields if f != "dataset"]
+
+
+class DatasetImportSerializer(serializers.Serializer):
+    """Query parameters (or form fields) of a dataset import."""
+
+    mode = serializers.ChoiceField(
+        choices=MODES, default="append", help_text="append after the existing rows, or replace them"
+    )
+    # Not `format`: DRF reads ?format= to choose how to render the response.
+    file_format = serializers.ChoiceField(
+        choices=FORMATS,
+        required=False,
+        help_text="Default: from the file name, content type or first character.",
+    )
+
+
+class DatasetUploadSerializer(DatasetImportSerializer):
+    file = serializers.FileField(help_text="A CSV file with a header row, or JSONL (one object a line).")
+
+
+class DatasetImportResultSerializer(serializers.Serializer):
+    imported = serializers.IntegerField()
+    dataset_size = serializers.IntegerField()
+    mode = serializers.ChoiceField(choices=MODES)
+    file_format = serializers.ChoiceField(choices=FORMATS)
+
+
+class ReportSerializer(serializers.Serializer):
+    markdown = serializers.CharField()
+
+
+class ExportMetadataSerializer(serializers.Serializer):
+    experiment = serializers.CharField()
+    experiment_id = serializers.IntegerField()
+    run_id = serializers.IntegerField()
+    sweep_id = serializers.IntegerField(allow_null=True)
+    config_hash = serializers.CharField()
+    weighted_score = serializers.FloatField(allow_null=True)
+    exported_at = serializers.DateTimeField()
+
+
+class ExportedStageSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    model = serializers.CharField()
+    params = serializers.DictField()
+    system = serializers.CharField(allow_blank=True)
+    user = serializers.CharField()
+
+
+class ExportedConfigSerializer(serializers.Serializer):
+    """The JSON and YAML exports (the .env export flattens the same fields)."""
+
+    metadata = ExportMetadataSerializer()
+    config = serializers.DictField(help_text="The parameters as the sweep set them.")
+    stages = ExportedStageSerializer(many=True, help_text="Each stage with the config applied.")

@@ -1,0 +1,192 @@
+from typing import Any, TypedDict
+
+from django.db import transaction
+from django.db.models import F, QuerySet, Sum
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from engine.scorers.human import rating_to_score
+from engine.sweep import config_key
+from experiments.models import Experiment, Sweep
+from runs.adhoc import execute_adhoc_run
+from runs.bridge import store_stats
+from runs.leaderboard import human_scorer_name, leaderboard, recompute_weighted_score
+from runs.models import ResponseCache, Run, RunStatus, Score, ScoreSource
+from runs.queue import enqueue
+from runs.serializers import (
+    ORDERINGS,
+    CacheStatsSerializer,
+    LeaderboardQuerySerializer,
+    LeaderboardSerializer,
+    RatingResultSerializer,
+    RatingSerializer,
+    RunCreateSerializer,
+    RunDetailSerializer,
+    RunFilterSerializer,
+    RunSerializer,
+    SweepFilterSerializer,
+    SweepSerializer,
+)
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object is not in a state that allows this."
+    default_code = "conflict"
+
+
+def query(serializer_class: type, request: Request) -> dict[str, Any]:
+    """Query parameters checked by a serializer: a bad one is a 400 that names it."""
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# -- runs ---------------------------------------------------------------------------
+def filtered_runs(runs: QuerySet[Run], params: dict[str, Any]) -> QuerySet[Run]:
+    lookups = {
+        "experiment": "experiment_id",
+        "sweep": "sweep_id",
+        "status": "status",
+        "min_score": "weighted_score__gte",
+        "max_score": "weighted_score__lte",
+    }
+    runs = runs.filter(**{lookups[k]: v for k, v in params.items() if k in lookups})
+    return ordered_runs(runs, params.get("ordering", "-date"))
+
+
+def ordered_runs(runs: QuerySet[Run], ordering: str) -> QuerySet[Run]:
+    descending = ordering.startswith("-")
+    field = ORDERINGS[ordering.lstrip("-")]
+    if field == "tokens_total":  # Run.total_tokens is a property
+        runs = runs.annotate(tokens_total=F("tokens_in") + F("tokens_out"))
+    # Unscored runs go last either way; the id keeps pages stable.
+    key = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    return runs.order_by(key, "-id" if descending else "id")
+
+
+def start_adhoc_run(experiment: Experiment, config: dict, input: dict | None = None) -> Run:
+    with transaction.atomic():
+        run = Run.objects.create(experiment=experiment, config=config, config_hash=config_key(config))
+        enqueue(execute_adhoc_run, run.pk, input)
+    return run
+
+
+def record_rating(run: Run, user: Any, rating: int, comment: str = "", item: Any = None) -> Score:
+    """A person's rating as a human score; recomputes the run's weighted score
+    when the experiment has a human scorer."""
+    if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
+        raise Conflict(f"Run {run.pk} is {run.status}; rate it once it has finished.")
+    with transaction.atomic():
+        score = Score.objects.create(
+            run=run,
+            item=item,
+            scorer=human_scorer_name(run.experiment) or "human",
+            value=rating_to_score(rating),
+            details={"rating": rating},
+            source=ScoreSource.HUMAN,
+            author=user,
+            comment=comment,
+        )
+        recompute_weighted_score(run)
+    return score
+
+
+class RunViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    queryset = Run.objects.all()
+    serializer_class = RunSerializer
+
+    def get_serializer_class(self) -> type:
+        return {"retrieve": RunDetailSerializer, "create": RunCreateSerializer}.get(
+            self.action, RunSerializer
+        )
+
+    def get_queryset(self) -> QuerySet[Run]:
+        runs = Run.objects.all()
+        if self.action == "retrieve":
+            return runs.prefetch_related("stage_results", "scores__author")
+        if self.action == "score":
+            return runs.select_related("experiment")
+        return runs
+
+    @extend_schema(parameters=[RunFilterSerializer])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        runs = filtered_runs(self.get_queryset(), query(RunFilterSerializer, request))
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
+
+    @extend_schema(request=RunCreateSerializer, responses={202: RunSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = RunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = start_adhoc_run(**serializer.validated_data)
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=RatingSerializer, responses={201: RatingResultSerializer})
+    @action(detail=True, methods=["post"])
+    def score(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        serializer = RatingSerializer(data=request.data, context={"run": run})
+        serializer.is_valid(raise_exception=True)
+        score = record_rating(run, request.user, **serializer.validated_data)
+        result = {"score": score, "weighted_score": run.weighted_score}
+        return Response(RatingResultSerializer(result).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[LeaderboardQuerySerializer], responses=LeaderboardSerializer)
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def leaderboard(self, request: Request) -> Response:
+        params = query(LeaderboardQuerySerializer, request)
+        experiment = get_object_or_404(Experiment, pk=params["experiment"])
+        rows = leaderboard(experiment, n=params["n"], sweep_id=params.get("sweep"))
+        data = {"experiment": experiment.pk, "sweep": params.get("sweep"), "results": rows}
+        return Response(LeaderboardSerializer(data).data)
+
+
+# -- sweeps -------------------------------------------------------------------------
+class SweepViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Sweep.objects.all()
+    serializer_class = SweepSerializer
+
+    @extend_schema(parameters=[SweepFilterSerializer])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        params = query(SweepFilterSerializer, request)
+        sweeps = self.get_queryset().filter(
+            **{("experiment_id" if k == "experiment" else k): v for k, v in params.items()}
+        )
+        page = self.paginate_queryset(sweeps.order_by("-created_at", "-id"))
+        return self.get_paginated_response(SweepSerializer(page, many=True).data)
+
+
+# -- the response cache -------------------------------------------------------------
+class CacheTableStats(TypedDict):
+    hits: int
+    misses: int
+    hit_rate: float
+    entries: int
+    storage_bytes: int
+
+
+def cache_table_stats() -> CacheTableStats:
+    """From the table, so every worker's hits count: each entry was stored after
+    a miss, so misses = entries (misses of failed calls are not counted)."""
+    stored = store_stats()
+    hits = ResponseCache.objects.aggregate(hits=Sum("hit_count"))["hits"] or 0
+    misses = stored["entries"]
+    rate = hits / (hits + misses) if hits + misses else 0.0
+    return CacheTableStats(
+        hits=hits, misses=misses, hit_rate=rate, entries=misses, storage_bytes=stored["storage_bytes"]
+    )
+
+
+class CacheViewSet(viewsets.ViewSet):
+    @extend_schema(responses=CacheStatsSerializer)
+    @action(detail=False, methods=["get"])
+    def stats(self, request: Request) -> Response:
+        return Response(CacheStatsSerializer(cache_table_stats()).data)

@@ -1,0 +1,343 @@
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from engine.runner import RunFailure
+from engine.sweep import SWEEPS
+from experiments.export import resolved_stages
+from experiments.models import DatasetItem, Experiment, Sweep, SweepStatus, SweepType
+from experiments.serializers import JSONValueField, ParameterSpaceField
+from experiments.validation import validate_parameter_space
+from runs.models import Run, RunStatus, Score, StageResult
+from runs.sweeps import Plan, SweepRequest, SweepRequestError, plan_sweep
+
+MAX_SEED = 2**32 - 1
+
+
+# -- sweeps -------------------------------------------------------------------------
+class EstimateSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    calls = serializers.IntegerField(help_text="Stage and judge calls, all repeats.")
+    judge_calls = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    max_tokens = serializers.IntegerField(help_text="Worst case: every prompt plus its max_tokens.")
+
+
+class SweepSerializer(serializers.ModelSerializer):
+    estimate = EstimateSerializer(read_only=True)
+    progress = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = Sweep
+        fields = [
+            "id",
+            "experiment",
+            "type",
+            "status",
+            "config",
+            "total_runs",
+            "completed_runs",
+            "failed_runs",
+            "cancelled_runs",
+            "progress",
+            "max_concurrent",
+            "tokens_used",
+            "token_budget",
+            "estimate",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class SweepFilterSerializer(serializers.Serializer):
+    experiment = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    status = serializers.ChoiceField(choices=SweepStatus.choices, required=False)
+
+
+class SweepLaunchSerializer(serializers.Serializer):
+    """A sweep request, checked and sized; `validated_data["plan"]` holds the plan."""
+
+    type = serializers.ChoiceField(choices=SweepType.choices, default=SweepType.GRID)
+    parameter_space = ParameterSpaceField(required=False, help_text="Default: the experiment's.")
+    n_samples = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Configurations to try (random, guided)."
+    )
+    max_concurrent = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    max_tokens = serializers.IntegerField(
+        required=False, min_value=1, max_value=10**12, help_text="Token budget."
+    )
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
+    repeats = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100)
+    options = serializers.DictField(
+        required=False, help_text="Guided sweeps: top_k, rounds, exploit_ratio, ..."
+    )
+    dry_run = serializers.BooleanField(
+        required=False, default=False, help_text="Estimate only; create nothing."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        experiment: Experiment = self.context["experiment"]
+        kind = attrs["type"]
+        if kind != SweepType.GRID and attrs.get("n_samples") is None:
+            raise serializers.ValidationError({"n_samples": f"A {kind} sweep needs n_samples (1 or more)."})
+        unknown = sorted(set(attrs.get("options") or {}) - set(SWEEPS[kind].options))
+        if unknown:
+            allowed = ", ".join(SWEEPS[kind].options) or "none"
+            raise serializers.ValidationError(
+                {"options": f"Unknown option(s) {unknown}; {kind} takes: {allowed}."}
+            )
+        if "parameter_space" in attrs:
+            try:
+                validate_parameter_space(attrs["parameter_space"], set(experiment.stage_names))
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.message_dict) from None
+        attrs["request"] = self.sweep_request(attrs)
+        attrs["plan"] = self.plan(experiment, attrs["request"])
+        return attrs
+
+    @staticmethod
+    def sweep_request(attrs: dict) -> SweepRequest:
+        return SweepRequest(
+            type=attrs["type"],
+            parameter_space=attrs.get("parameter_space"),
+            n_samples=attrs.get("n_samples"),
+            seed=attrs.get("seed"),
+            repeats=attrs.get("repeats", 1),
+            max_concurrent=attrs.get("max_concurrent"),
+            max_tokens=attrs.get("max_tokens"),
+            options=attrs.get("options") or None,
+        )
+
+    @staticmethod
+    def plan(experiment: Experiment, request: SweepRequest) -> Plan:
+        try:
+            return plan_sweep(experiment, request)
+        except SweepRequestError as exc:
+            raise serializers.ValidationError({exc.field: str(exc)}) from None
+        except RunFailure as exc:  # e.g. a template variant that does not parse
+            raise serializers.ValidationError({"parameter_space": str(exc)}) from None
+
+
+class SweepEstimateSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    type = serializers.ChoiceField(choices=SweepType.choices)
+    total_runs = serializers.IntegerField()
+    token_budget = serializers.IntegerField(help_text="max_tokens, or MAX_TOKENS_PER_SWEEP.")
+    estimate = EstimateSerializer()
+
+
+def estimate_response(plan: Plan, request: SweepRequest) -> dict[str, Any]:
+    return {
+        "dry_run": True,
+        "type": request.type,
+        "total_runs": plan.planned_runs,
+        "token_budget": request.max_tokens or settings.MAX_TOKENS_PER_SWEEP,
+        "estimate": plan.estimate,
+    }
+
+
+# -- runs ---------------------------------------------------------------------------
+class RunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "experiment",
+            "sweep",
+            "status",
+            "config",
+            "config_hash",
+            "weighted_score",
+            "score_spread",
+            "tokens_in",
+            "tokens_out",
+            "latency_ms",
+            "wall_ms",
+            "calls",
+            "cached_calls",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class StageResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StageResult
+        fields = [
+            "id",
+            "item",
+            "sample_index",
+            "stage_index",
+            "stage_name",
+            "model",
+            "system_prompt",
+            "user_prompt",
+            "output",
+            "tokens_in",
+            "tokens_out",
+            "latency_ms",
+            "cached",
+        ]
+        read_only_fields = fields
+
+
+class ScoreSerializer(serializers.ModelSerializer):
+    author = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Score
+        fields = [
+            "id",
+            "item",
+            "sample_index",
+            "scorer",
+            "value",
+            "details",
+            "source",
+            "author",
+            "comment",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RunDetailSerializer(RunSerializer):
+    stage_results = StageResultSerializer(many=True, read_only=True)
+    scores = ScoreSerializer(many=True, read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "stage_results", "scores"]
+        read_only_fields = fields
+
+
+ORDERINGS = {
+    "score": "weighted_score",
+    "tokens": "tokens_total",
+    "latency": "latency_ms",
+    "date": "created_at",
+}
+
+
+class RunFilterSerializer(serializers.Serializer):
+    experiment = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    sweep = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    min_score = serializers.FloatField(required=False, min_value=0, max_value=1)
+    max_score = serializers.FloatField(required=False, min_value=0, max_value=1)
+    ordering = serializers.ChoiceField(
+        choices=[*ORDERINGS, *(f"-{name}" for name in ORDERINGS)],
+        required=False,
+        help_text="score, tokens, latency or date; a leading - sorts descending. Default: -date.",
+    )
+
+
+class RunCreateSerializer(serializers.Serializer):
+    """An ad-hoc run: `config` over the experiment's dataset, or over `input` alone."""
+
+    experiment = serializers.PrimaryKeyRelatedField(queryset=Experiment.objects.select_related("endpoint"))
+    config = JSONValueField(default=dict, help_text="Parameters, as a sweep would set them.")
+    input = JSONValueField(
+        required=False,
+        help_text="Template variables of one input to evaluate instead of the dataset; "
+        "a `reference` key is the expected answer.",
+    )
+
+    def validate_config(self, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("config must be an object of parameters.")
+        return value
+
+    def validate_input(self, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("input must be an object of template variables.")
+        if not isinstance(value.get("reference", ""), str):
+            raise serializers.ValidationError("input.reference must be text.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        experiment: Experiment = attrs["experiment"]
+        if experiment.endpoint_id is None:
+            raise serializers.ValidationError(
+                {"experiment": "The experiment has no endpoint; choose one first."}
+            )
+        if "input" not in attrs and not experiment.items.exists():
+            raise serializers.ValidationError(
+                {"input": "The experiment has no dataset rows: give an input, or import a dataset."}
+            )
+        try:
+            resolved_stages(experiment, attrs["config"])
+        except RunFailure as exc:
+            raise serializers.ValidationError({"config": str(exc)}) from None
+        return attrs
+
+
+class RatingSerializer(serializers.Serializer):
+    rating = serializers.IntegerField(min_value=1, max_value=10, help_text="1 (bad) to 10 (excellent).")
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    item = serializers.PrimaryKeyRelatedField(
+        queryset=DatasetItem.objects.none(),
+        required=False,
+        allow_null=True,
+        help_text="Rate one item's output.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        run = self.context.get("run")
+        if run is not None:
+            self.fields["item"].queryset = DatasetItem.objects.filter(experiment_id=run.experiment_id)
+
+
+class RatingResultSerializer(serializers.Serializer):
+    score = ScoreSerializer()
+    weighted_score = serializers.FloatField(allow_null=True)
+
+
+class LeaderboardQuerySerializer(serializers.Serializer):
+    experiment = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    sweep = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    n = serializers.IntegerField(required=False, default=10, min_value=1, max_value=100)
+
+
+class LeaderboardRowSerializer(serializers.Serializer):
+    rank = serializers.IntegerField()
+    run_id = serializers.IntegerField()
+    sweep_id = serializers.IntegerField(allow_null=True)
+    config = serializers.DictField()
+    config_hash = serializers.CharField()
+    weighted_score = serializers.FloatField()
+    ci_low = serializers.FloatField(allow_null=True, help_text="95% percentile bootstrap over items.")
+    ci_high = serializers.FloatField(allow_null=True)
+    n_items = serializers.IntegerField()
+    scorer_means = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    tokens_in = serializers.IntegerField()
+    tokens_out = serializers.IntegerField()
+    latency_ms = serializers.FloatField()
+    tied_with_leader = serializers.BooleanField(
+        allow_null=True, help_text="A paired bootstrap cannot tell this run from the leader."
+    )
+    pareto = serializers.BooleanField(
+        help_text="No row here has a better score, fewer tokens and lower latency."
+    )
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    experiment = serializers.IntegerField()
+    sweep = serializers.IntegerField(allow_null=True)
+    results = LeaderboardRowSerializer(many=True)
+
+
+class CacheStatsSerializer(serializers.Serializer):
+    hits = serializers.IntegerField(help_text="Σ hit_count over the cache table.")
+    misses = serializers.IntegerField(help_text="Entries: each was stored after a miss.")
+    hit_rate = serializers.FloatField(help_text="hits / (hits + misses); 0 when both are 0.")
+    entries = serializers.IntegerField()
+    storage_bytes = serializers.IntegerField(help_text="Characters of stored answers.")

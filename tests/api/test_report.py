@@ -1,0 +1,69 @@
+"""GET /api/experiments/{id}/report/: a markdown summary of everything tried."""
+
+import pytest
+from django.utils import timezone
+
+from experiments.models import Sweep
+from tests.api.helpers import scored_run, stage_result
+from tests.factories import make_endpoint, make_experiment
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def experiment(db):
+    experiment = make_experiment(make_endpoint())
+    started = timezone.now() - timezone.timedelta(seconds=42)
+    sweep = Sweep.objects.create(
+        experiment=experiment, status="completed", started_at=started, finished_at=timezone.now()
+    )
+    item = experiment.items.first()
+    for n, (temperature, values) in enumerate([(0.0, [1, 1, 1]), (0.7, [1, 0, 0]), (1.0, [0, 0, 0])]):
+        run = scored_run(
+            experiment, {"temperature": temperature, "top_p": 0.9}, {"keyword": values}, sweep=sweep
+        )
+        stage_result(run, item=item, latency_ms=100 * (n + 1), tokens_in=30, tokens_out=10)
+        stage_result(run, item=item, cached=True, latency_ms=999, tokens_in=7, tokens_out=3)
+    return experiment
+
+
+def test_the_report_is_markdown_with_every_section(api, experiment):
+    response = api.get(f"/api/experiments/{experiment.pk}/report/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/markdown")
+    text = response.content.decode()
+    assert text.startswith("# Report: Capitals")
+    for heading in (
+        "## Configuration space explored",
+        "## Top 5 configurations",
+        "## Score distributions",
+        "### keyword",
+        "### weighted score",
+        "## Token usage",
+        "## Timing",
+    ):
+        assert heading in text
+
+
+def test_the_report_lists_values_tried_the_top_configurations_and_the_numbers(api, experiment):
+    text = api.get(f"/api/experiments/{experiment.pk}/report/").content.decode()
+    assert "| `temperature` | `0.0` (1), `0.7` (1), `1.0` (1) |" in text
+    assert "| `top_p` | `0.9` (3) |" in text
+    top = text.split("## Top 5 configurations")[1].split("##")[0]
+    assert top.index('"temperature": 0.0') < top.index('"temperature": 0.7') < top.index('"temperature": 1.0')
+    assert "q1 " in text and "median 0.333" in text and "█" in text
+    assert "Tokens in: 300" in text  # 3 runs x 100 (helper default)
+    assert "Saved by the cache: 30 tokens" in text  # 3 cached stage results x (7 + 3)
+    assert "p50 200 ms, p95 300 ms" in text  # uncached calls only
+    assert "wall time 42.0 s" in text
+
+
+def test_the_report_as_json_when_asked(api, experiment):
+    response = api.get(f"/api/experiments/{experiment.pk}/report/", HTTP_ACCEPT="application/json")
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["markdown"].startswith("# Report: Capitals")
+
+
+def test_a_fresh_experiment_has_a_report_too(api):
+    text = api.get(f"/api/experiments/{make_experiment(name='New').pk}/report/").content.decode()
+    assert "No configuration has been run yet." in text and "No completed run has a score yet." in text
