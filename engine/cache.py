@@ -201,6 +201,7 @@ class ResponseCache:
         return future
 
     async def _run_lookups(self) -> None:
+        batch: list[tuple[str, asyncio.Future[CachedResponse | None]]] = []
         try:
             while self._lookups:
                 batch = self._lookups[: self.lookup_batch]
@@ -209,9 +210,11 @@ class ResponseCache:
                 for config_hash, future in batch:
                     if not future.done():  # its caller may have been cancelled
                         future.set_result(found.get(config_hash))
+                batch = []
         finally:
             self._lookup_task = None
-            for _, future in self._lookups:  # only left over when this task was cancelled
+            # Only when this task was cancelled (the loop is shutting down): nobody may hang.
+            for _, future in [*batch, *self._lookups]:
                 future.cancel()
             self._lookups.clear()
 

@@ -198,7 +198,7 @@ def _plan(
     reserved = (*TEMPLATE_KEYS, MODEL_KEY, ENDPOINT_KEY)
     params = {**stage.params, **{k: v for k, v in overrides.items() if k not in reserved}}
     params = {k: v for k, v in params.items() if v is not None}
-    if ENDPOINT_KEY in overrides:
+    if ENDPOINT_KEY in overrides and overrides[ENDPOINT_KEY] != endpoint.name:
         endpoint = _named_endpoint(str(overrides[ENDPOINT_KEY]), stage.name, endpoints)
     model = overrides.get(MODEL_KEY) or stage.model or endpoint.default_model
     if not model:

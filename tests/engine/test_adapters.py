@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -510,3 +511,13 @@ def test_create_adapter_builds_the_openai_adapter_by_default() -> None:
     adapter = create_adapter(make_endpoint("http://gpu-box:8000"))
     assert isinstance(adapter, OpenAICompatAdapter)
     assert adapter.can_stream and adapter.can_embed and adapter.name == "openai"
+
+
+@pytest.mark.asyncio
+async def test_the_connection_pool_is_sized_by_the_caller(stub: LLMStub) -> None:
+    async with create_adapter(make_endpoint(stub.base_url), max_connections=2) as adapter:
+        assert adapter.max_connections == 2
+        # Six at once through two connections: the stub never sees more than two.
+        await asyncio.gather(*(adapter.complete(MESSAGES, "stub-small", {}) for _ in range(6)))
+    assert stub.calls == 6
+    assert stub.max_in_flight <= 2 and len(set(stub.request_ports)) <= 2

@@ -90,3 +90,12 @@ def test_an_event_turns_into_a_plain_dict_for_the_wire() -> None:
 def test_event_types_are_plain_strings() -> None:
     assert EventType.SWEEP_COMPLETED == "sweep.completed"
     assert EventType.RUN_FAILED.value == "run.failed"
+
+
+def test_recent_all_merges_experiments_in_id_order() -> None:
+    bus = InProcessEventBus()
+    a = bus.publish(EventType.RUN_STARTED, experiment_id="alice-exp")
+    b = bus.publish(EventType.RUN_STARTED, experiment_id="bob-exp")
+    c = bus.publish(EventType.RUN_COMPLETED, experiment_id="alice-exp")
+    assert [e.id for e in bus.recent_all()] == [a.id, b.id, c.id]
+    assert [e.id for e in bus.recent_all(after_id=a.id)] == [b.id, c.id]

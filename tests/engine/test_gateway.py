@@ -10,7 +10,7 @@ import pytest
 
 import engine.gateway
 from engine.adapters import BaseAdapter
-from engine.cache import ResponseCache
+from engine.cache import CachedResponse, InMemoryCacheStore, ResponseCache
 from engine.gateway import Gateway
 from engine.types import AdapterError, EndpointConfig
 from tests.llm_stub import LLMStub, embed_text
@@ -154,12 +154,17 @@ async def test_one_adapter_per_endpoint_closed_on_exit(stub: LLMStub) -> None:
     assert gateway.adapter(endpoint) is not adapter
 
 
+class SlowStore(InMemoryCacheStore):
+    async def put_many(self, entries: list[tuple[str, CachedResponse]]) -> None:
+        await asyncio.sleep(0.05)
+        await super().put_many(entries)
+
+
 @pytest.mark.asyncio
-async def test_closing_writes_buffered_cache_entries(stub: LLMStub) -> None:
-    cache = ResponseCache()
+async def test_closing_waits_until_the_cache_is_written(stub: LLMStub) -> None:
+    cache = ResponseCache(SlowStore())
     async with Gateway(cache) as gateway:
         await gateway.complete(make_endpoint(stub), ask("keep me"), "stub-small", {})
-        assert (await cache.cache_stats())["entries"] == 0
         await gateway.flush()
         assert (await cache.cache_stats())["entries"] == 1
         await gateway.complete(make_endpoint(stub), ask("and me"), "stub-small", {})
@@ -205,7 +210,7 @@ async def test_without_an_embedding_model_the_local_minilm_embeds(
     monkeypatch.setattr(
         engine.gateway,
         "create_adapter",
-        lambda ep: FakeMiniLM(ep) if ep.adapter == "local-minilm" else real(ep),
+        lambda ep, **options: FakeMiniLM(ep) if ep.adapter == "local-minilm" else real(ep, **options),
     )
     FakeMiniLM.texts = []
     endpoint = make_endpoint(stub) if has_endpoint else None

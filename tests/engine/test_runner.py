@@ -189,8 +189,9 @@ def test_a_plain_model_key_overrides_every_stages_model() -> None:
     stages = [Stage(name="a", user="u", model="stage-model"), Stage(name="b", user="u")]
     plans = plan_stages(stages, {"model": "swept"}, endpoint)
     assert [p.model for p in plans] == ["swept", "swept"]
-    plans = plan_stages(stages, {}, endpoint)
+    plans = plan_stages(stages, {"endpoint": "alice-vllm"}, endpoint)
     assert [p.model for p in plans] == ["stage-model", "base"]
+    assert plans[0].endpoint is endpoint  # the run's own endpoint, named, needs no lookup
 
 
 @pytest.mark.asyncio
@@ -288,10 +289,11 @@ async def test_a_cancelled_run_with_a_broken_sink_still_stops(stub: LLMStub) -> 
         async def save_stage_results(self, rows: list[Any]) -> None:
             raise ConnectionError("database is down")
 
-    stub.latency_ms = 200
+    stub.latency_ms = 100
+    spec = make_spec(stub, stages=TWO_STAGES[:1], item_concurrency=1)
     async with Gateway() as gateway:
-        task = asyncio.create_task(run_single(make_spec(stub), gateway, BrokenSink()))
-        await asyncio.sleep(0.05)
+        task = asyncio.create_task(run_single(spec, gateway, BrokenSink()))
+        await asyncio.sleep(0.15)  # the first item's rows are waiting to be written
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
