@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, NoReturn
 
 import httpx
 
@@ -69,6 +69,12 @@ def find_minilm_files() -> tuple[Path, Path]:
     return onnx, tokenizer
 
 
+def default_threads() -> int:
+    # Half the cores: llama.cpp and onnxruntime workers spin while they wait for each
+    # other, so on a busy 2-core box two threads ran a completion 10-30x slower than one.
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def free_port() -> int:
     # The OS picks an unused port; another process could take it before the
     # server binds, which is rare enough on loopback to accept.
@@ -89,14 +95,14 @@ class LocalModelServer:
         model_path: Path | None = None,
         alias: str = SMOLLM_ALIAS,
         n_ctx: int = 2048,
-        n_threads: int = 2,
-        startup_timeout_s: float = 60.0,
+        n_threads: int | None = None,
+        startup_timeout_s: float = 120.0,
     ):
         self.port = port or free_port()
         self.model_path = model_path or find_smollm_gguf()
         self.alias = alias
         self.n_ctx = n_ctx
-        self.n_threads = n_threads
+        self.n_threads = n_threads or default_threads()
         self.startup_timeout_s = startup_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -115,7 +121,9 @@ class LocalModelServer:
             "--model", str(self.model_path),
             "--model_alias", self.alias,
             "--n_ctx", str(self.n_ctx),
+            # llama.cpp's prompt pass defaults to every core; keep both passes at n_threads.
             "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads),
             "--host", "127.0.0.1",
             "--port", str(self.port),
         ]  # fmt: skip
@@ -134,7 +142,12 @@ class LocalModelServer:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._wait_until_ready()
+        try:
+            self._wait_until_ready()
+            self._warm_up()
+        except BaseException:
+            self.stop()  # a failed or interrupted start must not leave the server running
+            raise
         return self
 
     def _wait_until_ready(self) -> None:
@@ -147,13 +160,23 @@ class LocalModelServer:
             time.sleep(0.1)
         self._fail(f"did not answer {self.base_url}/models within {self.startup_timeout_s:.0f} s")
 
+    def _warm_up(self) -> None:
+        # The first completion pages in the weights and is several times slower than
+        # the rest; pay that here so the first item of a sweep reports a fair latency.
+        request = {"model": self.alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        try:
+            url = f"{self.base_url}/chat/completions"
+            httpx.post(url, json=request, timeout=self.startup_timeout_s).raise_for_status()
+        except httpx.HTTPError as exc:
+            self._fail(f"failed its first completion ({exc})")
+
     def _answers(self) -> bool:
         try:
             return httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, what: str) -> NoReturn:
         tail = self.log_tail()
         self.stop()
         raise EngineError(f"llama.cpp server {what}. Last log lines:\n{tail}", permanent=True)

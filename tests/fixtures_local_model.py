@@ -13,9 +13,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.local_model import INSTALLER, LocalModelMissing, LocalModelServer, find_minilm_files, find_smollm_gguf
+from engine.local_model import (
+    INSTALLER,
+    LocalModelMissing,
+    LocalModelServer,
+    find_minilm_files,
+    find_smollm_gguf,
+)
 
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+SERVER_MODULES = (
+    "llama_cpp",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
 EMBEDDER_MODULES = ("onnxruntime", "tokenizers", "numpy")
 
 

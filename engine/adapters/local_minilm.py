@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.adapters.base import BaseAdapter, register_adapter
-from engine.local_model import INSTALLER, LocalModelMissing, find_minilm_files
+from engine.local_model import INSTALLER, LocalModelMissing, default_threads, find_minilm_files
 from engine.types import AdapterError, AdapterResponse, Messages
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def _load_model() -> _Model:
     tokenizer.enable_truncation(MAX_TOKENS)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = default_threads()
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     return _Model(session, tokenizer)
 
