@@ -89,9 +89,11 @@ def scenario(mode: str, latency_ms: float, calls: int) -> dict:
         experiment = make_experiment(base_url, calls // ITEMS)
         if mode == "distributed":
             worker = start_worker()
+        _, cpu_before = usage(worker)
         cold = timed_sweep(experiment, base_url)
         warm = timed_sweep(experiment, base_url)
-        peak_kb, cpu_s = usage(worker)
+        peak_kb, cpu_after = usage(worker)
+        cpu_s = cpu_after - cpu_before
     finally:
         if worker:
             worker.terminate()

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.adapters.base import BaseAdapter, register_adapter
+from engine.adapters.transport import LeanTransport
 from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages
 
 T = TypeVar("T")
@@ -87,15 +88,12 @@ class OpenAICompatAdapter(BaseAdapter):
         headers = {"Accept": "application/json", **endpoint.extra_headers}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        # Sized to the calls the gateway lets through at once, and no larger: httpcore
-        # scans every pooled connection for each queued request, so an oversized pool
-        # costs CPU on every call.
+        # Sized to the calls the gateway lets through at once.
         pool = max(1, max_connections)
         self._client = httpx.AsyncClient(
             headers=headers,
-            verify=_ssl_context(),
             timeout=httpx.Timeout(endpoint.timeout_s),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            transport=LeanTransport(max_connections=pool, ssl_context=_ssl_context()),
         )
 
     async def aclose(self) -> None:
