@@ -84,7 +84,8 @@ class OpenAICompatAdapter(BaseAdapter):
         if retry_base_delay_s is not None:
             self.retry_base_delay_s = retry_base_delay_s
         self.base_url = normalise_base_url(endpoint.base_url)
-        self._chat_url = self.base_url + "/chat/completions"
+        # Parsed once: httpx re-parses a string URL on every request.
+        self._chat_url = httpx.URL(self.base_url + "/chat/completions")
         headers = {"Accept": "application/json", **endpoint.extra_headers}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
@@ -133,7 +134,7 @@ class OpenAICompatAdapter(BaseAdapter):
     # -- one attempt each --------------------------------------------------
     async def _complete_once(self, body: dict[str, Any], messages: Messages, model: str) -> AdapterResponse:
         start = time.perf_counter()
-        resp = await self._send(self._client.post(self._chat_url, json=body))
+        resp = await self._send(self._client.post(self._chat_url, content=_json_bytes(body), headers=JSON))
         data = self._json(resp)
         if not isinstance(data, dict):
             raise self._malformed("the body is not a JSON object", resp.text)
@@ -157,7 +158,7 @@ class OpenAICompatAdapter(BaseAdapter):
     async def _stream_once(self, body: dict[str, Any], messages: Messages, model: str) -> AdapterResponse:
         start = time.perf_counter()
         try:
-            async with self._client.stream("POST", self._chat_url, json=body) as resp:
+            async with self._client.stream("POST", self._chat_url, content=_json_bytes(body), headers=JSON) as resp:
                 if resp.status_code >= 300:
                     await resp.aread()
                     raise self._status_failure(resp)
@@ -392,6 +393,13 @@ class _StreamState:
             "usage": self.usage,
             "last_chunk": self.last,
         }
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @cache
