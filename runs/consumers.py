@@ -1,0 +1,132 @@
+"""Live progress over WebSockets: replay what the client missed, then stream.
+
+The bus is the source of truth; channel-layer messages only say "something new".
+Events from several workers can reach the layer out of id order, so a message
+that skips ids makes the consumer read the gap from the bus first. Layers drop
+messages for a slow client (over capacity), so once a burst has settled the
+consumer reads the bus once more. Each connection sends every id once, in
+increasing order: a client that reconnects with `?after=<last id it saw>` loses
+none and sees none twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from engine.events import Event
+from runs.events import ALL_EVENTS_GROUP, event_bus, experiment_group, register_loop
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401  # 4000-4999 are the application's; 401 as in HTTP
+SETTLE_S = 0.5  # quiet time after the last message before the bus is read again
+
+
+class EventStreamConsumer(AsyncJsonWebsocketConsumer):
+    """Subclasses name their group and how to read their events from the bus."""
+
+    def group_name(self) -> str:
+        raise NotImplementedError
+
+    def read_bus(self, after_id: int) -> list[Event]:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            # Accept first so the browser sees the code (a refused handshake shows as 1006).
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.last_id = after_query(self.scope)
+        self.sending = asyncio.Lock()  # one reader-and-sender at a time keeps ids in order
+        self.settle_at = 0.0
+        self.settler: asyncio.Task | None = None
+        register_loop()
+        # Join before reading the bus: an event is stored before it is forwarded,
+        # so every event is either in the replay or arrives on the group (or both).
+        self.groups = [self.group_name()]
+        await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        await self.accept()
+        await self.send_events(await self.read_after(self.last_id))
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "settler", None) is not None:
+            self.settler.cancel()
+
+    async def event_message(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event["id"] <= self.last_id:  # already replayed, or read from the bus
+            return
+        async with self.sending:
+            if event["id"] > self.last_id + 1:  # ids in between may belong to us: ask the bus
+                await self.send_events(await self.read_after(self.last_id))
+            await self.send_events([event])
+        self.settle_at = asyncio.get_running_loop().time() + SETTLE_S
+        if self.settler is None or self.settler.done():
+            self.settler = asyncio.create_task(self.settle())
+
+    async def settle(self) -> None:
+        """Once no message has come for SETTLE_S, send what the layer may have dropped."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while (delay := self.settle_at - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            due = self.settle_at
+            async with self.sending:
+                await self.send_events(await self.read_after(self.last_id))
+            if self.settle_at == due:
+                return
+
+    async def read_after(self, after_id: int) -> list[dict[str, Any]]:
+        try:
+            events = await asyncio.to_thread(self.read_bus, after_id)
+        except Exception:  # Redis down: stream what arrives live
+            logger.exception("Could not read events after %s from the bus", after_id)
+            return []
+        return [event.to_dict() for event in events]
+
+    async def send_events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            if event["id"] > self.last_id:
+                await self.send_json(event)
+                self.last_id = event["id"]
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, default=str)
+
+
+class ExperimentEventsConsumer(EventStreamConsumer):
+    """/ws/experiments/<id>/: one experiment's runs and sweeps."""
+
+    def group_name(self) -> str:
+        return experiment_group(self.scope["url_route"]["kwargs"]["experiment_id"])
+
+    def read_bus(self, after_id: int) -> list[Event]:
+        return event_bus().recent(self.scope["url_route"]["kwargs"]["experiment_id"], after_id)
+
+
+class AllEventsConsumer(EventStreamConsumer):
+    """/ws/events/: every experiment's events."""
+
+    def group_name(self) -> str:
+        return ALL_EVENTS_GROUP
+
+    def read_bus(self, after_id: int) -> list[Event]:
+        return event_bus().recent_all(after_id)
+
+
+def after_query(scope: dict[str, Any]) -> int:
+    """The `after` id of the query string; 0 (replay all kept) when absent or invalid."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after", [])
+    try:
+        return max(0, int(values[-1]))
+    except (IndexError, ValueError):
+        return 0

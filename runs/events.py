@@ -1,0 +1,183 @@
+"""The process's event bus, and the thread that carries its events onward.
+
+`event_bus()` keeps events in Redis when REDIS_URL is set (ids and history shared
+by every process), in memory otherwise. Each event is also handed to one
+publisher thread per process, which forwards it to the Channels groups the live
+views listen on, then to the webhooks. Publishing never waits on the network or
+the database: the runner calls it from inside its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from engine.events import Event, EventBus, InProcessEventBus
+from engine.events_redis import RedisEventBus
+
+logger = logging.getLogger(__name__)
+
+ALL_EVENTS_GROUP = "events"
+IDLE_S = 1.0  # the publisher closes its database connections after this long without events
+MAX_BACKLOG = 10_000  # beyond this, events are only kept in the bus (replay still has them)
+SEND_TIMEOUT_S = 5.0
+
+_lock = threading.Lock()
+_bus: EventBus | None = None
+_publisher: Publisher | None = None
+# The web server's loop, where an in-memory channel layer lives (single-machine mode).
+_web_loop: asyncio.AbstractEventLoop | None = None
+
+
+def event_bus() -> EventBus:
+    global _bus
+    if _bus is None:
+        with _lock:
+            if _bus is None:
+                bus = RedisEventBus(settings.REDIS_URL) if settings.REDIS_URL else InProcessEventBus()
+                bus.subscribe(_get_publisher().put)
+                _bus = bus
+    return _bus
+
+
+def reset_event_bus() -> None:
+    """For tests: the next `event_bus()` reads the settings again."""
+    global _bus, _web_loop
+    with _lock:
+        _bus = None
+        _web_loop = None
+
+
+def register_loop() -> None:
+    """Called by consumers: in-memory layer messages are sent on this (running) loop."""
+    global _web_loop
+    _web_loop = asyncio.get_running_loop()
+
+
+def flush_publisher(timeout: float = 5.0) -> bool:
+    """Wait until every event published so far has been forwarded; False on timeout.
+    Jobs in worker processes call it before they return: RQ's work horse exits at once."""
+    publisher = _publisher
+    return publisher is None or publisher.flush(timeout)
+
+
+def experiment_group(experiment_id: Any) -> str:
+    return f"experiment-{experiment_id}"
+
+
+def _get_publisher() -> Publisher:
+    global _publisher
+    if _publisher is None:
+        _publisher = Publisher()
+    return _publisher
+
+
+def _forget_after_fork() -> None:
+    # Threads do not survive fork: a forked worker starts its own publisher.
+    global _lock, _bus, _publisher, _web_loop
+    _lock, _bus, _publisher, _web_loop = threading.Lock(), None, None, None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class Publisher:
+    """One daemon thread: forwards events in the order it receives them."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()  # None: close the database
+        self._pending = 0
+        self._overflowing = False
+        self._changed = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None  # private, for network channel layers
+        threading.Thread(target=self._run, name="promptlooper-events", daemon=True).start()
+
+    def put(self, event: Event | None) -> None:
+        with self._changed:
+            if self._pending >= MAX_BACKLOG and event is not None:
+                if not self._overflowing:
+                    logger.warning("Event backlog full: live views and webhooks skip events until it drains")
+                self._overflowing = True
+                return
+            self._pending += 1
+        self._queue.put(event)
+
+    def flush(self, timeout: float) -> bool:
+        # Queued last, the marker also closes the thread's database connection:
+        # the process may exit, or a test database be dropped, right after.
+        self.put(None)
+        with self._changed:
+            return self._changed.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        while True:
+            try:
+                event = self._queue.get(timeout=IDLE_S)
+            except queue.Empty:
+                connections.close_all()
+                continue
+            try:
+                if event is None:
+                    connections.close_all()
+                else:
+                    self._handle(event)
+            finally:
+                with self._changed:
+                    self._pending -= 1
+                    self._overflowing = self._overflowing and self._pending > 0
+                    self._changed.notify_all()
+
+    def _handle(self, event: Event) -> None:
+        try:
+            self._forward(event)
+        except Exception:
+            logger.exception("Could not forward event %s to the live views", event.id)
+        try:
+            dispatch_webhooks(event)
+        except Exception:
+            logger.exception("Webhook dispatch failed for event %s", event.id)
+
+    def _forward(self, event: Event) -> None:
+        layer = get_channel_layer()
+        if layer is None or not event.id:  # id 0: the bus could not keep it, consumers would drop it
+            return
+        if isinstance(layer, InMemoryChannelLayer):
+            # Not thread-safe: send on the web server's loop. No loop, no listeners.
+            loop = _web_loop
+            if loop is not None and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(send_to_groups(layer, event), loop).add_done_callback(
+                    _log_failure
+                )
+        else:
+            assert self._loop is not None
+            self._loop.run_until_complete(asyncio.wait_for(send_to_groups(layer, event), SEND_TIMEOUT_S))
+
+
+async def send_to_groups(layer: BaseChannelLayer, event: Event) -> None:
+    # Plain JSON values only: the Redis layer packs messages with msgpack.
+    message = {"type": "event.message", "event": json.loads(json.dumps(event.to_dict(), default=str))}
+    await layer.group_send(experiment_group(event.experiment_id), message)
+    await layer.group_send(ALL_EVENTS_GROUP, message)
+
+
+def dispatch_webhooks(event: Event) -> None:
+    from webhooks.tasks import dispatch_event  # webhooks imports runs: import late
+
+    close_old_connections()
+    dispatch_event(event)
+
+
+def _log_failure(future: Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("Could not forward an event to the live views", exc_info=future.exception())
