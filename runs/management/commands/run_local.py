@@ -35,7 +35,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.children: list[subprocess.Popen] = []
         self.model_server = None
+        # Both explicitly: a shell that starts us in the background ignores SIGINT.
         signal.signal(signal.SIGTERM, lambda *_: self.shutdown(0))
+        signal.signal(signal.SIGINT, lambda *_: self.shutdown(0))
         call_command("migrate", verbosity=0)
         username, password = self.ensure_admin()
         endpoint = None if options["no_local_model"] else self.start_local_model(options["model_port"])
@@ -52,13 +54,10 @@ class Command(BaseCommand):
         self.stdout.write(f"  log in as {username} / {password}   (password kept in {PASSWORD_FILE})")
         self.stdout.write(f"  demo experiment: {url}/experiments/{experiment.pk}/   admin: {url}/admin/")
         self.stdout.write("  Ctrl-C stops everything.\n")
-        try:
-            while all(child.poll() is None for child in self.children) and self.model_alive():
-                time.sleep(0.5)
-            self.stderr.write("A process stopped unexpectedly; shutting down.")
-            self.shutdown(1)
-        except KeyboardInterrupt:
-            self.shutdown(0)
+        self.stdout.flush()
+        while all(child.poll() is None for child in self.children) and self.model_alive():
+            time.sleep(0.5)
+        self.shutdown(1, "A process stopped unexpectedly; shutting down.")
 
     def ensure_admin(self) -> tuple[str, str]:
         User = get_user_model()
