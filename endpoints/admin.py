@@ -20,10 +20,7 @@ class EndpointAdminForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Endpoint:
         endpoint = super().save(commit=False)
-        if self.cleaned_data.get("clear_api_key"):
-            endpoint.set_api_key("")
-        elif self.cleaned_data.get("api_key"):
-            endpoint.set_api_key(self.cleaned_data["api_key"])
+        endpoint.change_api_key(self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False))
         if commit:
             endpoint.save()
         return endpoint

@@ -38,5 +38,12 @@ class Endpoint(models.Model):
     def set_api_key(self, plaintext: str) -> None:
         self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
+    def change_api_key(self, new_key: str = "", clear: bool = False) -> None:
+        """What a form's write-only key field means: blank keeps the stored key."""
+        if clear:
+            self.set_api_key("")
+        elif new_key:
+            self.set_api_key(new_key)
+
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
