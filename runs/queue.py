@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 
@@ -22,6 +23,19 @@ logger = logging.getLogger(__name__)
 _pool: ThreadPoolExecutor | None = None
 _pending: set[Future] = set()
 _lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a test server, an RQ work horse) has none of its parent's
+    threads: drop the pools that would wait on them forever."""
+    global _pool, _pending, _lock
+    _pool, _pending, _lock = None, set(), threading.Lock()
+    # asgiref's executor for sync_to_async(thread_sensitive=True) would keep
+    # queueing ORM calls for a thread that did not come along.
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def worker_name() -> str:

@@ -53,11 +53,8 @@ def asgi_application():
 
 
 def in_server_process() -> None:
-    """Runs in the forked server: drop what the fork copied but cannot use."""
-    from runs import queue
-
+    """Runs in the forked server: it must open its own database connection."""
     connections.close_all()
-    queue._pool, queue._pending = None, set()  # the parent's worker threads did not come along
 
 
 @pytest.fixture
