@@ -34,7 +34,9 @@ CONCURRENCY = 32
 
 # -- the parent: runs each scenario in a fresh process -----------------------
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", nargs=3, metavar=("MODE", "LATENCY_MS", "CALLS"))
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="one small scenario per mode")
@@ -60,23 +62,30 @@ def run_scenario(mode: str, latency: float, calls: int) -> dict:
 
 
 def report(results: list[dict]) -> None:
-    head = (f"{'mode':<12}{'latency':>8}{'calls':>7}{'wall s':>8}{'calls/s':>9}{'ideal s':>8}"
-            f"{'wall/ideal':>11}{'cpu ms/call':>12}{'warm calls/s':>13}{'warm stub':>10}{'peak MiB':>9}")
+    head = (
+        f"{'mode':<12}{'latency':>8}{'calls':>7}{'wall s':>8}{'calls/s':>9}{'ideal s':>8}"
+        f"{'wall/ideal':>11}{'cpu ms/call':>12}{'warm calls/s':>13}{'warm stub':>10}{'peak MiB':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         ratio = f"{r['wall_s'] / r['ideal_s']:.2f}x" if r["ideal_s"] else "-"
-        print(f"{r['mode']:<12}{r['latency_ms']:>6.0f}ms{r['calls']:>7}{r['wall_s']:>8.2f}"
-              f"{r['calls_per_s']:>9.0f}{r['ideal_s']:>8.2f}{ratio:>11}{r['cpu_ms_per_call']:>12.3f}"
-              f"{r['warm_calls_per_s']:>13.0f}{r['warm_stub_calls']:>10}{r['peak_mib']:>9.0f}")
+        print(
+            f"{r['mode']:<12}{r['latency_ms']:>6.0f}ms{r['calls']:>7}{r['wall_s']:>8.2f}"
+            f"{r['calls_per_s']:>9.0f}{r['ideal_s']:>8.2f}{ratio:>11}{r['cpu_ms_per_call']:>12.3f}"
+            f"{r['warm_calls_per_s']:>13.0f}{r['warm_stub_calls']:>10}{r['peak_mib']:>9.0f}"
+        )
     for mode in ("single", "distributed"):
-        sizes = sorted((r for r in results if r["mode"] == mode and r["latency_ms"] == 0),
-                       key=lambda r: r["calls"])
+        sizes = sorted(
+            (r for r in results if r["mode"] == mode and r["latency_ms"] == 0), key=lambda r: r["calls"]
+        )
         if len(sizes) >= 2:
             small, large = sizes[0], sizes[-1]
-            print(f"{mode}: peak memory {small['peak_mib']:.0f} MiB at {small['calls']} calls, "
-                  f"{large['peak_mib']:.0f} MiB at {large['calls']} calls "
-                  f"({large['peak_mib'] / small['peak_mib']:.2f}x for {large['calls'] / small['calls']:.0f}x the calls)")
+            print(
+                f"{mode}: peak memory {small['peak_mib']:.0f} MiB at {small['calls']} calls, "
+                f"{large['peak_mib']:.0f} MiB at {large['calls']} calls "
+                f"({large['peak_mib'] / small['peak_mib']:.2f}x for {large['calls'] / small['calls']:.0f}x the calls)"
+            )
 
 
 # -- one scenario, in its own process ----------------------------------------
@@ -94,6 +103,7 @@ def scenario(mode: str, latency_ms: float, calls: int) -> dict:
         warm = timed_sweep(experiment, base_url)
         peak_kb, cpu_after = usage(worker)
         cpu_s = cpu_after - cpu_before
+        in_flight = httpx.get(base_url.replace("/v1", "/_stats")).json()["max_in_flight"]
     finally:
         if worker:
             worker.terminate()
@@ -101,23 +111,40 @@ def scenario(mode: str, latency_ms: float, calls: int) -> dict:
         stub.terminate()
     ideal = calls * latency_ms / 1000 / CONCURRENCY
     return {
-        "mode": mode, "latency_ms": latency_ms, "calls": cold["calls"], "wall_s": cold["wall_s"],
-        "calls_per_s": cold["calls"] / cold["wall_s"], "ideal_s": ideal,
+        "mode": mode,
+        "latency_ms": latency_ms,
+        "calls": cold["calls"],
+        "wall_s": cold["wall_s"],
+        "calls_per_s": cold["calls"] / cold["wall_s"],
+        "ideal_s": ideal,
         "cpu_ms_per_call": cpu_s * 1000 / (cold["calls"] + warm["calls"]),
-        "warm_calls_per_s": warm["calls"] / warm["wall_s"], "warm_stub_calls": warm["stub_calls"],
-        "peak_mib": peak_kb / 1024, "status": cold["status"],
+        "warm_calls_per_s": warm["calls"] / warm["wall_s"],
+        "warm_stub_calls": warm["stub_calls"],
+        "peak_mib": peak_kb / 1024,
+        "status": cold["status"],
+        "max_in_flight": in_flight,
     }
 
 
 def start_stub(latency_ms: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.llm_stub", "--latency-ms", str(latency_ms)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.llm_stub", "--latency-ms", str(latency_ms)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def setup_django(mode: str) -> None:
     os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production")
-    os.environ.update(DJANGO_SETTINGS_MODULE="promptlooper_site.settings", LOG_LEVEL="ERROR",
-                      MAX_SWEEP_RUNS="100000", SWEEP_WORKERS="1")
+    # DEBUG off, as in production: with it on, Django records every SQL query.
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="promptlooper_site.settings",
+        LOG_LEVEL="ERROR",
+        DEBUG="false",
+        MAX_SWEEP_RUNS="100000",
+        SWEEP_WORKERS="1",
+    )
     if mode == "distributed":
         recreate_postgres_db()
         os.environ.update(DATABASE_URL=f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{BENCH_DB}", REDIS_URL=REDIS_URL)
@@ -151,7 +178,8 @@ def make_experiment(base_url: str, configs: int):
 
     endpoint = Endpoint.objects.create(name="stub", base_url=base_url, default_model="stub-small")
     experiment = Experiment.objects.create(
-        name="bench", endpoint=endpoint,
+        name="bench",
+        endpoint=endpoint,
         pipeline=[{"name": "answer", "system": "Be brief.", "user": "Capital of {{ country }}?"}],
         parameter_space={"temperature": [round(i / 1000, 3) for i in range(configs)]},
         scorers=[{"type": "keyword", "weight": 1, "config": {"required_present": ["{{ country }}"]}}],
@@ -169,14 +197,33 @@ def timed_sweep(experiment, base_url: str) -> dict:
 
     before = stub_calls(base_url)
     started = time.perf_counter()
-    sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=CONCURRENCY,
-                                                  max_tokens=10**12))
+    sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=CONCURRENCY, max_tokens=10**12))
     while sweep.status not in FINISHED_SWEEP_STATUSES:
         time.sleep(0.01)
         sweep.refresh_from_db(fields=["status"])
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "calls": sweep.estimate["calls"], "status": sweep.status,
-            "stub_calls": stub_calls(base_url) - before}
+    if os.environ.get("BENCH_PHASES"):
+        print_phases(sweep)
+    return {
+        "wall_s": wall,
+        "calls": sweep.estimate["calls"],
+        "status": sweep.status,
+        "stub_calls": stub_calls(base_url) - before,
+    }
+
+
+def print_phases(sweep) -> None:
+    from django.db.models import Max, Min
+
+    sweep.refresh_from_db()
+    runs = sweep.runs.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    print(
+        f"launch->job {(sweep.started_at - sweep.created_at).total_seconds():.2f}s, "
+        f"first run {(runs['first'] - sweep.created_at).total_seconds():.2f}s, "
+        f"last run {(runs['last'] - sweep.created_at).total_seconds():.2f}s, "
+        f"finished {(sweep.finished_at - sweep.created_at).total_seconds():.2f}s",
+        file=sys.stderr,
+    )
 
 
 def stub_calls(base_url: str) -> int:
@@ -186,9 +233,20 @@ def stub_calls(base_url: str) -> int:
 def start_worker() -> subprocess.Popen:
     # SimpleWorker runs jobs in its own process (no fork), so its memory is measurable.
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "sweeps", "default", "webhooks",
-         "--worker-class", "rq.worker.SimpleWorker"],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "manage.py",
+            "rqworker",
+            "sweeps",
+            "default",
+            "webhooks",
+            "--worker-class",
+            "rq.worker.SimpleWorker",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(2)
     return proc

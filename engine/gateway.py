@@ -17,6 +17,11 @@ from engine.types import AdapterResponse, CallResult, EndpointConfig, Messages
 LOCAL_EMBEDDER = EndpointConfig(name="local-minilm", base_url="", adapter="local-minilm")
 
 
+@contextlib.asynccontextmanager
+async def _admit_all() -> AsyncIterator[None]:
+    yield
+
+
 class Gateway:
     def __init__(
         self,
@@ -28,6 +33,9 @@ class Gateway:
         self.cache = cache if cache is not None else ResponseCache()
         self.max_concurrent = max_concurrent
         self.on_spend = on_spend  # called with tokens_in + tokens_out of each real call
+        # Wraps each real call, inside the concurrency limits; a sweep's orchestrator
+        # replaces it with its gate (pause, stop, budget).
+        self.admission: Callable[[], contextlib.AbstractAsyncContextManager[None]] = _admit_all
         # Counters of real (non-cached) calls; a sweep's budget reads them.
         self.calls_made = 0
         self.tokens_in_spent = 0
@@ -68,7 +76,10 @@ class Gateway:
         self, endpoint: EndpointConfig, messages: Messages, model: str, params: dict[str, Any]
     ) -> AdapterResponse:
         async with self._limits(endpoint):
-            response = await self.adapter(endpoint).complete(messages, model, params)
+            # Admitted only once a slot is ours: a sweep paused (or out of budget)
+            # while this call waited for a slot must not send it.
+            async with self.admission():
+                response = await self.adapter(endpoint).complete(messages, model, params)
         self.calls_made += 1
         self.tokens_in_spent += response.tokens_in
         self.tokens_out_spent += response.tokens_out

@@ -15,14 +15,16 @@ sweep's control state (pause, stop) and its token budget:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.events import EventBus
+from engine.gateway import Gateway
 from engine.runner import ResultSink, RunOutcome, RunSpec, run_single
-from engine.types import CallResult, EndpointConfig, LLMClient, Messages
 
 logger = logging.getLogger(__name__)
 
@@ -60,67 +62,28 @@ class SweepReport:
     overshoot: int = 0  # tokens spent past the budget by calls that were in flight
 
 
-@dataclass
 class _Gate:
-    """Lets LLM calls through while the sweep runs; counts the calls in flight."""
+    """Admits real LLM calls while the sweep runs and counts the ones in flight."""
 
-    open: asyncio.Event = field(default_factory=asyncio.Event)
-    in_flight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
         self.open.set()
+        self.idle = asyncio.Event()
         self.idle.set()
+        self.in_flight = 0
 
-
-class GatedClient:
-    """An LLMClient that lets a call start only while the gate is open, counts the
-    calls in flight and reports what each real call spent."""
-
-    def __init__(self, inner: LLMClient, gate: _Gate, on_spend: Any, max_concurrent: int):
-        self.inner, self.gate, self.on_spend = inner, gate, on_spend
-        self.slots = asyncio.Semaphore(max_concurrent)
-
-    async def complete(
-        self,
-        endpoint: EndpointConfig,
-        messages: Messages,
-        model: str,
-        params: dict[str, Any],
-        sample_index: int = 0,
-    ) -> CallResult:
-        while True:
-            await self.gate.open.wait()
-            async with self.slots:
-                # Checked again once a slot is ours: calls that queued for a slot
-                # before a pause or the budget closed the gate must not go out.
-                if self.gate.open.is_set():
-                    return await self._call(endpoint, messages, model, params, sample_index)
-
-    async def _call(
-        self,
-        endpoint: EndpointConfig,
-        messages: Messages,
-        model: str,
-        params: dict[str, Any],
-        sample_index: int,
-    ) -> CallResult:
-        self.gate.in_flight += 1
-        self.gate.idle.clear()
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        while not self.open.is_set():
+            await self.open.wait()
+        self.in_flight += 1
+        self.idle.clear()
         try:
-            result = await self.inner.complete(endpoint, messages, model, params, sample_index)
+            yield
         finally:
-            self.gate.in_flight -= 1
-            if self.gate.in_flight == 0:
-                self.gate.idle.set()
-        if not result.cached:
-            self.on_spend(result.response.tokens_in + result.response.tokens_out)
-        return result
-
-    async def embed(
-        self, endpoint: EndpointConfig | None, texts: list[str], model: str = ""
-    ) -> list[list[float]]:
-        return await self.inner.embed(endpoint, texts, model)
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
 
 
 class Orchestrator:
@@ -128,7 +91,7 @@ class Orchestrator:
         self,
         source: RunSource,
         control: SweepControl,
-        llm: LLMClient,
+        llm: Gateway,
         *,
         max_concurrent: int,
         token_budget: int,
@@ -140,7 +103,11 @@ class Orchestrator:
         self.token_budget = token_budget
         self.poll_interval = poll_interval
         self.gate = _Gate()
-        self.llm = GatedClient(llm, self.gate, self._spent, max_concurrent)
+        # The gate sits inside the gateway's concurrency limits, around real calls
+        # only: cache lookups and hits never wait for it or hold a slot.
+        llm.admission = self.gate.admit
+        llm.on_spend = self._spent
+        self.llm = llm
         self.runs_in_flight = runs_in_flight or max(2, 2 * max_concurrent)
         self.report = SweepReport()
         self._unsynced = 0  # tokens spent here, not yet added to the shared total
@@ -252,4 +219,4 @@ def runs_in_flight_for(max_concurrent: int, items: int, repeats: int, item_concu
     """Enough runs at once to keep `max_concurrent` calls busy, and not many more
     (a pause hands back every run that is still going)."""
     per_run = max(1, min(item_concurrency, items * repeats))
-    return max(2, math.ceil(max_concurrent / per_run) * 2)
+    return max(2, math.ceil(max_concurrent / per_run) * 4)
