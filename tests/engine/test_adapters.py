@@ -514,10 +514,12 @@ def test_create_adapter_builds_the_openai_adapter_by_default() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_connection_pool_is_sized_by_the_caller(stub: LLMStub) -> None:
-    async with create_adapter(make_endpoint(stub.base_url), max_connections=2) as adapter:
-        assert adapter.max_connections == 2
-        # Six at once through two connections: the stub never sees more than two.
-        await asyncio.gather(*(adapter.complete(MESSAGES, "stub-small", {}) for _ in range(6)))
-    assert stub.calls == 6
-    assert stub.max_in_flight <= 2 and len(set(stub.request_ports)) <= 2
+async def test_the_connection_pool_is_sized_by_the_caller() -> None:
+    # A stub of its own: a shared one may still be sleeping on an earlier test's hang.
+    with LLMStub(latency_ms=20) as stub:
+        async with create_adapter(make_endpoint(stub.base_url), max_connections=2) as adapter:
+            assert adapter.max_connections == 2
+            # Six at once through two connections: the stub never sees more than two.
+            await asyncio.gather(*(adapter.complete(MESSAGES, "stub-small", {}) for _ in range(6)))
+        assert stub.calls == 6
+        assert stub.max_in_flight <= 2 and len(set(stub.request_ports)) <= 2
