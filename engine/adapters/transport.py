@@ -248,6 +248,8 @@ async def _within(awaitable: Any, timeout: float | None, error: type[httpx.Timeo
     if timeout is None:
         return await awaitable
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        # asyncio.timeout, not wait_for: wait_for wraps every read in a new task.
+        async with asyncio.timeout(timeout):
+            return await awaitable
     except TimeoutError as exc:
         raise error(f"timed out after {timeout:g} s", request=request) from exc
