@@ -71,12 +71,21 @@ def all_endpoints() -> dict[str, EndpointConfig]:
     return {e.name: endpoint_config(e) for e in Endpoint.objects.all()}
 
 
-def human_scores_of(run: Run) -> dict[Any, list[float]]:
-    found: dict[Any, list[float]] = {}
-    rows = run.scores.filter(source=ScoreSource.HUMAN).values_list("item_id", "value")
-    for item_id, value in rows:
-        found.setdefault(item_id, []).append(value)
+def human_scores_of(run_ids: list[int]) -> dict[int, dict[Any, list[float]]]:
+    """Human ratings by run and item, for many runs in one query."""
+    found: dict[int, dict[Any, list[float]]] = {run_id: {} for run_id in run_ids}
+    rows = Score.objects.filter(run_id__in=run_ids, source=ScoreSource.HUMAN).values_list(
+        "run_id", "item_id", "value"
+    )
+    for run_id, item_id, value in rows:
+        found[run_id].setdefault(item_id, []).append(value)
     return found
+
+
+def clear_results(run_ids: list[int]) -> None:
+    """Results of an earlier, interrupted attempt are replaced, never doubled."""
+    StageResult.objects.filter(run_id__in=run_ids).delete()
+    Score.objects.filter(run_id__in=run_ids, source=ScoreSource.AUTO).delete()
 
 
 def run_spec(
@@ -84,9 +93,10 @@ def run_spec(
     items: list[Item] | None = None,
     endpoints: dict[str, EndpointConfig] | None = None,
     repeats: int = 1,
+    human_scores: dict[Any, list[float]] | None = None,
 ) -> RunSpec:
-    """Everything the engine needs to evaluate `run`; pass `items` and `endpoints`
-    when building many specs of one experiment, so they are read once."""
+    """Everything the engine needs to evaluate `run`; pass `items`, `endpoints` and
+    `human_scores` when building many specs of one experiment, so they are read once."""
     experiment = run.experiment
     endpoints = endpoints if endpoints is not None else all_endpoints()
     if experiment.endpoint_id is None:
@@ -102,7 +112,7 @@ def run_spec(
         endpoint=endpoints[experiment.endpoint.name],
         endpoints=endpoints,
         repeats=repeats,
-        human_scores=human_scores_of(run),
+        human_scores=human_scores if human_scores is not None else human_scores_of([run.pk])[run.pk],
     )
 
 
@@ -141,17 +151,17 @@ def score_row(run_id: int, row: ScoreRecord) -> Score:
 class OrmResultSink:
     """Writes a run's results in batches (the runner hands over lists)."""
 
-    def __init__(self, run_id: int, worker: str = ""):
+    def __init__(self, run_id: int, worker: str = "", claimed: bool = False):
         self.run_id = run_id
         self.worker = worker
+        self.claimed = claimed  # a sweep's claim already cleared and marked the run
 
     async def run_started(self, run_id: Any) -> None:
-        await sync_to_async(self._started)()
+        if not self.claimed:
+            await sync_to_async(self._started)()
 
     def _started(self) -> None:
-        # Results of an earlier, interrupted attempt are replaced, never doubled.
-        StageResult.objects.filter(run_id=self.run_id).delete()
-        Score.objects.filter(run_id=self.run_id, source=ScoreSource.AUTO).delete()
+        clear_results([self.run_id])
         Run.objects.filter(pk=self.run_id).update(
             status=RunStatus.RUNNING, started_at=timezone.now(), worker=self.worker, error=""
         )

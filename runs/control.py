@@ -80,17 +80,21 @@ class SweepRuns:
         runs = Run.objects.filter(pk__in=ids, worker=self.token, status=RunStatus.RUNNING).order_by(
             "position"
         )
+        runs = list(runs)
+        claimed = [run.pk for run in runs]
+        bridge.clear_results(claimed)
+        ratings = bridge.human_scores_of(claimed)
         specs = []
         for run in runs:
             run.experiment = self.experiment
-            specs.append(bridge.run_spec(run, self.items, self.endpoints, self.repeats))
+            specs.append(bridge.run_spec(run, self.items, self.endpoints, self.repeats, ratings[run.pk]))
         return specs
 
     async def release(self, run_ids: list[Any], cancel: bool) -> None:
         await sync_to_async(release_runs)(run_ids, cancel)
 
     def sink(self, spec: RunSpec) -> ResultSink:
-        return bridge.OrmResultSink(spec.run_id, worker=self.token)
+        return bridge.OrmResultSink(spec.run_id, worker=self.token, claimed=True)
 
     # -- SweepControl -----------------------------------------------------
     async def state(self) -> str:
