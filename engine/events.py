@@ -73,6 +73,34 @@ class EventBus(Protocol):
         ...
 
 
+class Subscribers:
+    """The listeners of one bus, in this process (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Subscriber] = []
+
+    def add(self, callback: Subscriber) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def notify(self, event: Event) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:  # a broken listener must not fail the run that published
+                logger.exception("Event subscriber %r failed on %s", callback, event.type)
+
+
 class InProcessEventBus:
     """Thread-safe: sweeps publish from worker threads while views read."""
 
@@ -81,7 +109,7 @@ class InProcessEventBus:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._recent: dict[Any, deque[Event]] = {}
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Subscribers()
 
     def publish(
         self,
@@ -99,24 +127,11 @@ class InProcessEventBus:
             if recent is None:
                 recent = self._recent[experiment_id] = deque(maxlen=self.keep)
             recent.append(event)
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(event)
-            except Exception:  # a broken listener must not fail the run that published
-                logger.exception("Event subscriber %r failed on %s", callback, event.type)
+        self._subscribers.notify(event)
         return event
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def recent(self, experiment_id: Any, after_id: int = 0) -> list[Event]:
         with self._lock:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from engine.events import RECENT_PER_EXPERIMENT, Event, Subscriber
+from engine.events import RECENT_PER_EXPERIMENT, Event, Subscriber, Subscribers
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +48,7 @@ class RedisEventBus:
         # Short timeouts: publish runs inside the runner's event loop.
         self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
         self._append = self.redis.register_script(APPEND_SCRIPT)
-        self._lock = threading.Lock()
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Subscribers()
         self._paused_until = 0.0
 
     def publish(
@@ -64,25 +62,11 @@ class RedisEventBus:
     ) -> Event:
         event = Event(0, str(type), experiment_id, sweep_id, run_id, data, time.time())
         event.id = self._store(event)
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(event)
-            except Exception:  # a broken listener must not fail the run that published
-                logger.exception("Event subscriber %r failed on %s", callback, event.type)
+        self._subscribers.notify(event)
         return event
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def recent(self, experiment_id: Any, after_id: int = 0) -> list[Event]:
         return self._read(self._experiment_key(experiment_id), after_id)

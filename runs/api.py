@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from engine.scorers.human import rating_to_score
 from engine.sweep import config_key
 from experiments.models import Experiment, Sweep
-from runs.adhoc import execute_adhoc_run
 from runs.bridge import store_stats
 from runs.leaderboard import human_scorer_name, leaderboard, recompute_weighted_score
 from runs.models import ResponseCache, Run, RunStatus, Score, ScoreSource
@@ -32,6 +31,7 @@ from runs.serializers import (
     SweepFilterSerializer,
     SweepSerializer,
 )
+from runs.tasks import execute_run
 
 
 class Conflict(APIException):
@@ -73,7 +73,7 @@ def ordered_runs(runs: QuerySet[Run], ordering: str) -> QuerySet[Run]:
 def start_adhoc_run(experiment: Experiment, config: dict, input: dict | None = None) -> Run:
     with transaction.atomic():
         run = Run.objects.create(experiment=experiment, config=config, config_hash=config_key(config))
-        enqueue(execute_adhoc_run, run.pk, input)
+        enqueue(execute_run, run.pk, input)
     return run
 
 

@@ -67,6 +67,15 @@ def items_of(experiment: Experiment) -> list[Item]:
     return [Item(id=pk, input=inp or {}, reference=ref, position=pos) for pk, inp, ref, pos in rows]
 
 
+def input_item(variables: dict[str, Any]) -> Item:
+    """An ad-hoc input as an item: its `reference` key, if any, is the expected answer.
+    The run's stage results and scores then have no dataset row, and the
+    leaderboard leaves such runs out."""
+    variables = dict(variables)
+    reference = variables.pop("reference", "")
+    return Item(id=None, input=variables, reference=str(reference or ""))
+
+
 def all_endpoints() -> dict[str, EndpointConfig]:
     return {e.name: endpoint_config(e) for e in Endpoint.objects.all()}
 

@@ -29,7 +29,7 @@ from runs.control import (
     recover_stale_runs,
     set_flag,
 )
-from runs.events import event_bus
+from runs.events import event_bus, flush_publisher
 from runs.models import Run, RunStatus
 from runs.queue import enqueue
 
@@ -165,6 +165,14 @@ def dispatch(sweep: Sweep, workers: int | None = None) -> None:
 # -- the job ------------------------------------------------------------------
 def execute_sweep(sweep_id: int) -> str:
     """One orchestrator's share of a sweep; any number may run at once."""
+    try:
+        return _execute_sweep(sweep_id)
+    finally:
+        # An RQ work horse exits right after the job: send the last events first.
+        flush_publisher()
+
+
+def _execute_sweep(sweep_id: int) -> str:
     sweep = Sweep.objects.select_related("experiment__endpoint").get(pk=sweep_id)
     if sweep.status not in (SweepStatus.PENDING, SweepStatus.RUNNING):
         return f"skipped: sweep is {sweep.status}"

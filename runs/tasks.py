@@ -7,6 +7,7 @@ They run on RQ workers when REDIS_URL is set, and in-process otherwise
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -15,7 +16,7 @@ from engine.cache import CacheStats, ResponseCache
 from engine.gateway import Gateway
 from engine.runner import RunOutcome, run_single
 from runs import bridge
-from runs.events import event_bus
+from runs.events import event_bus, flush_publisher
 from runs.models import Run, RunStatus
 from runs.queue import worker_name
 
@@ -29,13 +30,22 @@ def claim_run(run_id: int) -> bool:
     )
 
 
-def execute_run(run_id: int) -> str:
-    """Evaluate one (ad-hoc) run over its experiment's dataset."""
+def execute_run(run_id: int, variables: dict[str, Any] | None = None) -> str:
+    """Evaluate one ad-hoc run over its experiment's dataset, or over `variables`
+    alone (one input of the caller's; no dataset row is created for it)."""
+    try:
+        return _execute_run(run_id, variables)
+    finally:
+        flush_publisher()  # an RQ work horse exits right after the job
+
+
+def _execute_run(run_id: int, variables: dict[str, Any] | None) -> str:
     if not claim_run(run_id):
         return "skipped: not pending"
     run = Run.objects.select_related("experiment__endpoint").get(pk=run_id)
+    items = None if variables is None else [bridge.input_item(variables)]
     try:
-        spec = bridge.run_spec(run)
+        spec = bridge.run_spec(run, items=items)
     except (ValueError, KeyError) as exc:
         bridge.save_outcome(run_id, RunOutcome(run_id=run_id, status="failed", error=str(exc)))
         return "failed"

@@ -30,7 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--model-port", type=int, default=int(os.environ.get("LOCAL_MODEL_PORT", "8765")))
         parser.add_argument("--no-local-model", action="store_true", help="Do not start the bundled model.")
-        parser.add_argument("--no-demo-sweep", action="store_true", help="Load the demo but do not launch it.")
+        parser.add_argument(
+            "--no-demo-sweep", action="store_true", help="Load the demo but do not launch it."
+        )
 
     def handle(self, *args, **options):
         self.children: list[subprocess.Popen] = []
@@ -45,8 +47,18 @@ class Command(BaseCommand):
         if settings.REDIS_URL:
             self.spawn([sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks"])
         url = f"http://{options['host']}:{options['port']}"
-        self.spawn([sys.executable, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
-                    "promptlooper_site.asgi:application"])
+        self.spawn(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                options["host"],
+                "-p",
+                str(options["port"]),
+                "promptlooper_site.asgi:application",
+            ]
+        )
         self.wait_for(url + "/accounts/login/")
         if endpoint and not options["no_demo_sweep"] and not experiment.sweeps.exists():
             self.launch_demo(url, username, experiment.pk)
@@ -66,8 +78,9 @@ class Command(BaseCommand):
             PASSWORD_FILE.parent.mkdir(exist_ok=True)
             PASSWORD_FILE.write_text(password + "\n")
             PASSWORD_FILE.chmod(0o600)
-            user = User.objects.filter(username="admin").first() or User(username="admin", is_staff=True,
-                                                                         is_superuser=True)
+            user = User.objects.filter(username="admin").first() or User(
+                username="admin", is_staff=True, is_superuser=True
+            )
             user.set_password(password)
             user.save()
         return "admin", PASSWORD_FILE.read_text().strip()
@@ -83,8 +96,12 @@ class Command(BaseCommand):
         self.model_server = server.start()
         endpoint, _ = Endpoint.objects.update_or_create(
             name=LOCAL_ENDPOINT,
-            defaults={"base_url": server.base_url, "default_model": SMOLLM_ALIAS, "max_concurrency": 1,
-                      "timeout_s": 120},
+            defaults={
+                "base_url": server.base_url,
+                "default_model": SMOLLM_ALIAS,
+                "max_concurrency": 1,
+                "timeout_s": 120,
+            },
         )
         return endpoint
 
@@ -92,13 +109,21 @@ class Command(BaseCommand):
         # Through the web server, so its in-process worker runs the sweep and its
         # live view sees the events.
         token, _ = Token.objects.get_or_create(user=get_user_model().objects.get(username=username))
-        response = httpx.post(f"{url}/api/experiments/{experiment_id}/sweep/", json={"type": "grid"},
-                              headers={"Authorization": f"Token {token.key}"}, timeout=60)
+        response = httpx.post(
+            f"{url}/api/experiments/{experiment_id}/sweep/",
+            json={"type": "grid"},
+            headers={"Authorization": f"Token {token.key}"},
+            timeout=60,
+        )
         if response.status_code == 201:
             sweep = response.json()
-            self.stdout.write(f"Launched the demo sweep #{sweep['id']}: {sweep['total_runs']} configurations.")
+            self.stdout.write(
+                f"Launched the demo sweep #{sweep['id']}: {sweep['total_runs']} configurations."
+            )
         else:
-            self.stderr.write(f"Could not launch the demo sweep: {response.status_code} {response.text[:300]}")
+            self.stderr.write(
+                f"Could not launch the demo sweep: {response.status_code} {response.text[:300]}"
+            )
 
     def spawn(self, command: list[str]) -> None:
         self.children.append(subprocess.Popen(command, cwd=settings.BASE_DIR))
