@@ -20,7 +20,9 @@ class EndpointAdminForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Endpoint:
         endpoint = super().save(commit=False)
-        endpoint.change_api_key(self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False))
+        endpoint.change_api_key(
+            self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False)
+        )
         if commit:
             endpoint.save()
         return endpoint

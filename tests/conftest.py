@@ -1,8 +1,8 @@
-pytest_plugins = ["tests.fixtures_local_model"]
-
 import pytest
 
 from tests.llm_stub import LLMStub
+
+pytest_plugins = ["tests.fixtures_local_model"]
 
 
 @pytest.fixture

@@ -133,8 +133,9 @@ class LLMStub:
             self.faults.clear()
             self.max_in_flight = 0
 
-    def _record(self, body: dict[str, Any], headers: dict[str, str] | None = None,
-                port: int = 0) -> Fault | None:
+    def _record(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None, port: int = 0
+    ) -> Fault | None:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers or {})

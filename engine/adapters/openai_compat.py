@@ -160,7 +160,9 @@ class OpenAICompatAdapter(BaseAdapter):
     async def _stream_once(self, body: dict[str, Any], messages: Messages, model: str) -> AdapterResponse:
         start = time.perf_counter()
         try:
-            async with self._client.stream("POST", self._chat_url, content=_json_bytes(body), headers=JSON) as resp:
+            async with self._client.stream(
+                "POST", self._chat_url, content=_json_bytes(body), headers=JSON
+            ) as resp:
                 if resp.status_code >= 300:
                     await resp.aread()
                     raise self._status_failure(resp)

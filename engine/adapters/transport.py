@@ -70,11 +70,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise
         status, reason, headers = head
         stream = _Body(self, origin, conn, headers, request.method, timeouts.get("read"), request)
-        return httpx.Response(status, headers=headers, stream=stream,
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
 
-    async def _exchange(self, conn: _Connection, request: httpx.Request, body: bytes,
-                        timeouts: dict) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _exchange(
+        self, conn: _Connection, request: httpx.Request, body: bytes, timeouts: dict
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
             await _within(self._send(conn, request, body), timeouts.get("write"), httpx.WriteTimeout, request)
             return await _within(self._read_head(conn), timeouts.get("read"), httpx.ReadTimeout, request)
@@ -82,7 +87,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.close()
             raise
 
-    async def _connection(self, origin: Origin, timeouts: dict, request: httpx.Request) -> tuple[_Connection, bool]:
+    async def _connection(
+        self, origin: Origin, timeouts: dict, request: httpx.Request
+    ) -> tuple[_Connection, bool]:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
@@ -98,9 +105,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             tls = self.ssl_context or ssl.create_default_context()
         try:
             reader, writer = await _within(
-                asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None,
-                                        limit=MAX_HEADER_BYTES),
-                timeouts.get("connect"), httpx.ConnectTimeout, request,
+                asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls else None, limit=MAX_HEADER_BYTES
+                ),
+                timeouts.get("connect"),
+                httpx.ConnectTimeout,
+                request,
             )
         except OSError as exc:
             raise httpx.ConnectError(f"{exc.strerror or exc} ({host}:{port})", request=request) from exc
@@ -155,9 +165,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
 class _Body(httpx.AsyncByteStream):
     """The response body; hands the connection back once it has been read to the end."""
 
-    def __init__(self, transport: LeanTransport, origin: Origin, conn: _Connection,
-                 headers: list[tuple[bytes, bytes]], method: str, read_timeout: float | None,
-                 request: httpx.Request):
+    def __init__(
+        self,
+        transport: LeanTransport,
+        origin: Origin,
+        conn: _Connection,
+        headers: list[tuple[bytes, bytes]],
+        method: str,
+        read_timeout: float | None,
+        request: httpx.Request,
+    ):
         self.transport, self.origin, self.conn = transport, origin, conn
         self.read_timeout, self.request = read_timeout, request
         fields = {k.lower(): v for k, v in headers}
@@ -196,7 +213,9 @@ class _Body(httpx.AsyncByteStream):
                 if not data:
                     raise httpx.RemoteProtocolError(
                         f"peer closed connection without sending complete message body "
-                        f"({self.remaining} bytes missing)", request=self.request)
+                        f"({self.remaining} bytes missing)",
+                        request=self.request,
+                    )
                 self.remaining -= len(data)
                 yield data
         else:
@@ -243,8 +262,9 @@ def _parse_head(raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
-async def _within(awaitable: Any, timeout: float | None, error: type[httpx.TimeoutException],
-                  request: httpx.Request) -> Any:
+async def _within(
+    awaitable: Any, timeout: float | None, error: type[httpx.TimeoutException], request: httpx.Request
+) -> Any:
     if timeout is None:
         return await awaitable
     try:

@@ -10,21 +10,38 @@ from tests.runs.sweep_helpers import wait_for_sweep
 
 pytestmark = [pytest.mark.local_model, pytest.mark.django_db(transaction=True)]
 
-ROWS = [({"country": "France", "capital": "Paris"}, "The capital of France is Paris."),
-        ({"country": "Japan", "capital": "Tokyo"}, "The capital of Japan is Tokyo.")]
+ROWS = [
+    ({"country": "France", "capital": "Paris"}, "The capital of France is Paris."),
+    ({"country": "Japan", "capital": "Tokyo"}, "The capital of Japan is Tokyo."),
+]
 
 
 def test_a_2x2_grid_on_the_real_model_then_a_warm_rerun(local_llm):
-    endpoint = make_endpoint("local", base_url=local_llm.base_url, default_model=local_llm.alias,
-                             max_concurrency=1, timeout_s=120)
+    endpoint = make_endpoint(
+        "local", base_url=local_llm.base_url, default_model=local_llm.alias, max_concurrency=1, timeout_s=120
+    )
     experiment = make_experiment(
-        endpoint, items=ROWS,
-        pipeline=[{"name": "answer", "system": "You are a concise geography assistant.",
-                   "user": "What is the capital of {{ country }}?", "params": {"max_tokens": 24}}],
-        parameter_space={"temperature": [0.0, 0.8], "answer.user": [
-            "What is the capital of {{ country }}?", "Name the capital city of {{ country }}."]},
-        scorers=[{"type": "keyword", "weight": 2, "config": {"required_present": ["{{ capital }}"]}},
-                 {"type": "embedding", "weight": 1, "config": {}}],
+        endpoint,
+        items=ROWS,
+        pipeline=[
+            {
+                "name": "answer",
+                "system": "You are a concise geography assistant.",
+                "user": "What is the capital of {{ country }}?",
+                "params": {"max_tokens": 24},
+            }
+        ],
+        parameter_space={
+            "temperature": [0.0, 0.8],
+            "answer.user": [
+                "What is the capital of {{ country }}?",
+                "Name the capital city of {{ country }}.",
+            ],
+        },
+        scorers=[
+            {"type": "keyword", "weight": 2, "config": {"required_present": ["{{ capital }}"]}},
+            {"type": "embedding", "weight": 1, "config": {}},
+        ],
     )
     sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="grid")), timeout=240)
     assert sweep.status == SweepStatus.COMPLETED, sweep.error

@@ -10,7 +10,6 @@ from tests.factories import make_experiment
 pytestmark = pytest.mark.django_db
 
 
-
 @pytest.fixture
 def client(client, alice):
     client.force_login(alice)

@@ -9,7 +9,6 @@ from tests.factories import make_endpoint
 pytestmark = pytest.mark.django_db
 
 
-
 SECRET = "sk-live-do-not-leak-123"
 
 

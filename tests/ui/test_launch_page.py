@@ -9,7 +9,6 @@ from tests.factories import make_endpoint, make_experiment
 pytestmark = pytest.mark.django_db
 
 
-
 @pytest.fixture
 def client(client, alice):
     client.force_login(alice)

@@ -20,7 +20,6 @@ SCORERS = [
 CONFIGS = {0.0: ([1.0, 1.0, 1.0], 90), 0.2: ([1.0, 1.0, 0.9], 30), 1.0: ([0.0, 0.5, 0.0], 60)}
 
 
-
 @pytest.fixture
 def client(client, alice):
     client.force_login(alice)
