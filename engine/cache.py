@@ -5,9 +5,9 @@ fast per batch:
 
 * lookups issued in the same event-loop tick go to the store as one `get_many`
   (and while one `get_many` is out, new lookups queue up for the next one);
-* writes and hit counts are buffered and written with `put_many` / `record_hits`
-  when `flush_size` are waiting, and on `flush()` (the gateway flushes on close).
-  Until written, buffered answers are served from memory.
+* writes and hit counts are group-committed: a writer starts as soon as one is
+  queued, and what arrives while it writes goes out in its next batch
+  (`put_many` / `record_hits`). Until written, answers are served from memory.
 
 `get_or_call` is single-flight: identical calls in flight at the same moment go
 to the server once, and everyone waiting gets that answer (or that error).
@@ -164,9 +164,8 @@ class _OwnerCancelled(Exception):
 class ResponseCache:
     """One per event loop (a sweep's): its batching and single-flight use asyncio futures."""
 
-    def __init__(self, store: CacheStore | None = None, *, flush_size: int = 256, lookup_batch: int = 500):
+    def __init__(self, store: CacheStore | None = None, *, lookup_batch: int = 500):
         self.store: CacheStore = store if store is not None else InMemoryCacheStore()
-        self.flush_size = flush_size
         self.lookup_batch = lookup_batch
         self.hits = 0
         self.misses = 0
@@ -309,8 +308,7 @@ class ResponseCache:
 
     async def flush(self) -> None:
         """Write everything buffered so far to the store (waits for a flush under way)."""
-        if self._flush_task is None and (self._write_queue or self._hit_queue):
-            self._flush_task = asyncio.create_task(self._drain())
+        self._maybe_flush()
         if self._flush_task is not None:
             await asyncio.shield(self._flush_task)
 
@@ -345,7 +343,7 @@ class ResponseCache:
             hit_rate=self.hits / total if total else 0.0,
             entries=stored["entries"],
             storage_bytes=stored["storage_bytes"],
-            unflushed=len(self._write_queue),
+            unflushed=len(self._unwritten),
         )
 
 

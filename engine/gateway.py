@@ -43,7 +43,6 @@ class Gateway:
         self._adapters: dict[str, BaseAdapter] = {}
         self._endpoint_limits: dict[str, asyncio.Semaphore] = {}
         self._global_limit = asyncio.Semaphore(max_concurrent)
-        self._vectors: dict[tuple[str, str, str], list[float]] = {}
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -121,21 +120,20 @@ class Gateway:
     ) -> list[list[float]]:
         """Vectors from the endpoint's embedding model, else from the local MiniLM.
 
-        Each (backend, model, text) is embedded once per gateway."""
+        A text repeated in `texts` is embedded once; across calls, the embedding
+        scorer's bounded LRU (engine/scorers/embedding.py) is the one cache."""
         if endpoint is not None and (model or endpoint.embedding_model):
             backend, model = endpoint, model or endpoint.embedding_model
         else:
             backend, model = LOCAL_EMBEDDER, ""
-        missing = list(dict.fromkeys(t for t in texts if (backend.name, model, t) not in self._vectors))
-        if missing:
-            if backend is LOCAL_EMBEDDER:
-                vectors = await self.adapter(backend).embed(missing, model)
-            else:
-                async with self._limits(backend):
-                    vectors = await self.adapter(backend).embed(missing, model)
-            for text, vector in zip(missing, vectors, strict=True):
-                self._vectors[(backend.name, model, text)] = vector
-        return [self._vectors[(backend.name, model, t)] for t in texts]
+        distinct = list(dict.fromkeys(texts))
+        if backend is LOCAL_EMBEDDER:
+            vectors = await self.adapter(backend).embed(distinct, model)
+        else:
+            async with self._limits(backend):
+                vectors = await self.adapter(backend).embed(distinct, model)
+        by_text = dict(zip(distinct, vectors, strict=True))
+        return [by_text[t] for t in texts]
 
     async def flush(self) -> None:
         await self.cache.flush()

@@ -93,11 +93,10 @@ class Orchestrator:
         control: SweepControl,
         llm: Gateway,
         *,
-        max_concurrent: int,
         token_budget: int,
+        runs_in_flight: int,
         events: EventBus | None = None,
         poll_interval: float = 0.2,
-        runs_in_flight: int | None = None,
     ):
         self.source, self.control, self.events = source, control, events
         self.token_budget = token_budget
@@ -108,7 +107,7 @@ class Orchestrator:
         llm.admission = self.gate.admit
         llm.on_spend = self._spent
         self.llm = llm
-        self.runs_in_flight = runs_in_flight or max(2, 2 * max_concurrent)
+        self.runs_in_flight = runs_in_flight
         self.report = SweepReport()
         self._unsynced = 0  # tokens spent here, not yet added to the shared total
         self._known_total = 0  # the shared total as of the last sync

@@ -41,6 +41,7 @@ TEMPLATE_KEYS = ("system", "user")
 MODEL_KEY = "model"
 ENDPOINT_KEY = "endpoint"  # an endpoint name, looked up in RunSpec.endpoints
 
+ITEM_CONCURRENCY = 8  # a run's items (and samples) evaluated at once
 WRITE_BATCH = 200  # rows per sink call
 WRITE_INTERVAL_S = 1.0  # ...or sooner, so live views of slow runs still move
 
@@ -58,7 +59,7 @@ class RunSpec:
     endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     repeats: int = 1
     human_scores: dict[Any, list[float]] = field(default_factory=dict)  # by item id
-    item_concurrency: int = 8
+    item_concurrency: int = ITEM_CONCURRENCY
 
 
 @dataclass
@@ -331,8 +332,7 @@ class _Run:
 
     def _fail(self, exc: Exception) -> None:
         if not self.error:  # the first failure is the cause; later ones are fallout
-            known = isinstance(exc, EngineError)
-            self.error = str(exc) if known else f"{type(exc).__name__}: {exc}"
+            self.error = _describe(exc)
 
     async def _run_jobs(self) -> None:
         spec = self.spec

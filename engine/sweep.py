@@ -48,8 +48,9 @@ JUDGE_MAX_TOKENS = 32  # the llm_judge scorer's default
 class SweepError(EngineError):
     """A sweep that cannot be planned; the message says what to change."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, field: str = "parameter_space"):
         super().__init__(message, permanent=True)
+        self.field = field  # the part of the sweep request to change
 
 
 class SweepTooLarge(SweepError):
@@ -270,7 +271,8 @@ class Sweep:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise SweepError(
                 f"A {self.type} sweep needs n_samples, the number of configurations to try "
-                f"(a whole number, 1 or more); got {n!r}."
+                f"(a whole number, 1 or more); got {n!r}.",
+                "n_samples",
             )
         return n
 
@@ -291,11 +293,13 @@ def build_sweep(
 ) -> Sweep:
     cls = SWEEPS.get(type)
     if cls is None:
-        raise SweepError(f"Unknown sweep type '{type}'; known types: {', '.join(sorted(SWEEPS))}.")
+        raise SweepError(f"Unknown sweep type '{type}'; known types: {', '.join(sorted(SWEEPS))}.", "type")
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
         allowed = ", ".join(cls.options) or "none"
-        raise SweepError(f"A {type} sweep has no option {', '.join(unknown)}; its options: {allowed}.")
+        raise SweepError(
+            f"A {type} sweep has no option {', '.join(unknown)}; its options: {allowed}.", "options"
+        )
     return cls(space, n_samples=n_samples, seed=seed, **options)
 
 
@@ -379,9 +383,9 @@ class GuidedSweep(RandomSweep):
         for name in ("top_k", "initial", "round_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise SweepError(f"Guided sweep option {name} must be a whole number, 1 or more.")
+                raise SweepError(f"Guided sweep option {name} must be a whole number, 1 or more.", "options")
         if not _is_number(self.exploit_ratio) or not 0 <= self.exploit_ratio <= 1:
-            raise SweepError("Guided sweep option exploit_ratio must be between 0 and 1.")
+            raise SweepError("Guided sweep option exploit_ratio must be between 0 and 1.", "options")
 
     def initial_configs(self) -> list[Config]:
         n = self._require_n_samples()

@@ -196,7 +196,7 @@ class ExperimentViewSet(viewsets.ModelViewSet):
             data = estimate_response(launch.validated_data["plan"], sweep_request)
             return Response(SweepEstimateSerializer(data).data)
         try:
-            sweep = launch_sweep(experiment, sweep_request, user=request.user)
+            sweep = launch_sweep(experiment, sweep_request, request.user, launch.validated_data["plan"])
         except SweepRequestError as exc:
             raise serializers.ValidationError({exc.field: [str(exc)]}) from None
         except SweepStateError as exc:

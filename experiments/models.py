@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.db import models
-from django.utils import timezone
 
 from experiments.validation import validate_experiment
 
@@ -153,7 +152,3 @@ class Sweep(models.Model):
     def progress(self) -> float:
         done = self.total_runs - self.remaining_runs
         return done / self.total_runs if self.total_runs else 0.0
-
-    def finish(self, status: str, error: str = "") -> None:
-        self.status, self.error, self.finished_at = status, error, timezone.now()
-        self.save(update_fields=["status", "error", "finished_at"])

@@ -1,8 +1,6 @@
 """The server-rendered pages (all behind the login)."""
 
-from django.conf import settings
-from django.contrib.staticfiles.views import serve as serve_static
-from django.urls import path, re_path
+from django.urls import path
 
 from endpoints import views as endpoints
 from experiments import views as experiments
@@ -46,7 +44,4 @@ urlpatterns = [
     path("sweeps/<int:pk>/<str:action>/", runs.sweep_control, name="sweep_control"),
     path("runs/<int:pk>/", runs.run_detail, name="run"),
     path("runs/<int:pk>/items/<int:item_pk>/rate/", runs.rate_item, name="rate"),
-    # The stylesheet and scripts come from the app itself, in any mode (`make run` starts
-    # Daphne, which serves no static files): a self-hosted tool needs no CDN or web server.
-    re_path(rf"^{settings.STATIC_URL.strip('/')}/(?P<path>.+)$", serve_static, {"insecure": True}),
 ]

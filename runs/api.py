@@ -1,7 +1,7 @@
-from typing import Any, TypedDict
+from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -10,12 +10,11 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from engine.scorers.human import rating_to_score
 from engine.sweep import config_key
 from experiments.models import Experiment, Sweep
-from runs.bridge import store_stats
-from runs.leaderboard import human_scorer_name, leaderboard, recompute_weighted_score
-from runs.models import ResponseCache, Run, RunStatus, Score, ScoreSource
+from runs.bridge import cache_table_stats
+from runs.leaderboard import RatingRefused, leaderboard, record_rating
+from runs.models import Run
 from runs.queue import enqueue
 from runs.serializers import (
     ORDERINGS,
@@ -77,26 +76,6 @@ def start_adhoc_run(experiment: Experiment, config: dict, input: dict | None = N
     return run
 
 
-def record_rating(run: Run, user: Any, rating: int, comment: str = "", item: Any = None) -> Score:
-    """A person's rating as a human score; recomputes the run's weighted score
-    when the experiment has a human scorer."""
-    if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
-        raise Conflict(f"Run {run.pk} is {run.status}; rate it once it has finished.")
-    with transaction.atomic():
-        score = Score.objects.create(
-            run=run,
-            item=item,
-            scorer=human_scorer_name(run.experiment) or "human",
-            value=rating_to_score(rating),
-            details={"rating": rating},
-            source=ScoreSource.HUMAN,
-            author=user,
-            comment=comment,
-        )
-        recompute_weighted_score(run)
-    return score
-
-
 class RunViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
@@ -135,7 +114,10 @@ class RunViewSet(
         run = self.get_object()
         serializer = RatingSerializer(data=request.data, context={"run": run})
         serializer.is_valid(raise_exception=True)
-        score = record_rating(run, request.user, **serializer.validated_data)
+        try:
+            score = record_rating(run, request.user, **serializer.validated_data)
+        except RatingRefused as exc:
+            raise Conflict(str(exc)) from None
         result = {"score": score, "weighted_score": run.weighted_score}
         return Response(RatingResultSerializer(result).data, status=status.HTTP_201_CREATED)
 
@@ -165,26 +147,6 @@ class SweepViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 # -- the response cache -------------------------------------------------------------
-class CacheTableStats(TypedDict):
-    hits: int
-    misses: int
-    hit_rate: float
-    entries: int
-    storage_bytes: int
-
-
-def cache_table_stats() -> CacheTableStats:
-    """From the table, so every worker's hits count: each entry was stored after
-    a miss, so misses = entries (misses of failed calls are not counted)."""
-    stored = store_stats()
-    hits = ResponseCache.objects.aggregate(hits=Sum("hit_count"))["hits"] or 0
-    misses = stored["entries"]
-    rate = hits / (hits + misses) if hits + misses else 0.0
-    return CacheTableStats(
-        hits=hits, misses=misses, hit_rate=rate, entries=misses, storage_bytes=stored["storage_bytes"]
-    )
-
-
 class CacheViewSet(viewsets.ViewSet):
     @extend_schema(responses=CacheStatsSerializer)
     @action(detail=False, methods=["get"])

@@ -134,13 +134,13 @@ def release_runs(run_ids: list[Any], cancel: bool) -> None:
         runs.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
 
 
-def recover_stale_runs(sweep_id: int, force: bool = False) -> int:
+def recover_stale_runs(sweep_id: int) -> int:
     """Hand back runs whose worker died (no heartbeat for SWEEP_STALE_AFTER_S)."""
-    running = Run.objects.filter(sweep_id=sweep_id, status=RunStatus.RUNNING)
-    if not force:
-        cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
-        running = running.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
-    return running.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
+    stale = Run.objects.filter(sweep_id=sweep_id, status=RunStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    )
+    return stale.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
 
 
 def recount(sweep: Sweep) -> dict[str, int]:
@@ -188,9 +188,5 @@ def endpoints_for_worker(endpoints: dict[str, EndpointConfig], workers: int) -> 
     shared = {}
     for name, endpoint in endpoints.items():
         limit = endpoint.max_concurrency
-        shared[name] = endpoint if limit <= 0 else _with_limit(endpoint, max(1, limit // workers))
+        shared[name] = endpoint if limit <= 0 else replace(endpoint, max_concurrency=max(1, limit // workers))
     return shared
-
-
-def _with_limit(endpoint: EndpointConfig, limit: int) -> EndpointConfig:
-    return replace(endpoint, max_concurrency=limit)

@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 from django.db import transaction
 from django.db.models import Avg, Case, Exists, F, FloatField, OuterRef, QuerySet, Subquery, Sum, Value, When
 
+from engine.scorers.human import rating_to_score
 from experiments.models import Experiment
 from runs.models import Run, RunStatus, Score, ScoreSource
 
@@ -265,6 +266,33 @@ def pareto_front(
 
 
 # -- human ratings ------------------------------------------------------------------
+class RatingRefused(Exception):
+    """The run cannot be rated now (HTTP 409 / a message in the page)."""
+
+
+def record_rating(run: Run, user: Any, rating: int, comment: str = "", item: Any = None) -> Score:
+    """A person's 1–10 rating as a human score, one per person, run and item (a new
+    rating replaces theirs); then the run's weighted score is recomputed."""
+    if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
+        # The engine is still writing this run's scores and would overwrite the result.
+        raise RatingRefused(f"Run {run.pk} is {run.status}; rate it once it has finished.")
+    with transaction.atomic():
+        score, _ = Score.objects.update_or_create(
+            run=run,
+            item=item,
+            source=ScoreSource.HUMAN,
+            author=user,
+            defaults={
+                "scorer": human_scorer_name(run.experiment) or "human",
+                "value": rating_to_score(rating),
+                "details": {"rating": rating},
+                "comment": comment,
+            },
+        )
+        recompute_weighted_score(run)
+    return score
+
+
 def human_scorer_name(experiment: Experiment) -> str | None:
     for scorer in experiment.scorers:
         if scorer.get("type") == "human":

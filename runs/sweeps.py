@@ -18,6 +18,8 @@ from engine.cache import ResponseCache
 from engine.events import EventType
 from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
+from engine.runner import ITEM_CONCURRENCY
+from engine.types import EngineError
 from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Sweep, SweepStatus
 from runs import bridge
 from runs.control import (
@@ -60,6 +62,7 @@ class SweepRequest:
 
 @dataclass
 class Plan:
+    space: dict
     generator: Any
     configs: list[dict]
     planned_runs: int
@@ -78,32 +81,28 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
         planned = generator.size()
         sweeps.check_size(planned, settings.MAX_SWEEP_RUNS)
         configs = generator.initial_configs()
+        estimate = sweeps.estimate(
+            configs,
+            bridge.stages_of(experiment),
+            bridge.items_of(experiment),
+            repeats=request.repeats,
+            scorers=bridge.scorers_of(experiment),
+        )
     except sweeps.SweepError as exc:
-        raise SweepRequestError(getattr(exc, "field", "") or "parameter_space", str(exc)) from None
-    default_model = experiment.endpoint.default_model if experiment.endpoint else ""
-    configs = sweeps.order_by_model(configs, default_model)
-    estimate = sweeps.estimate(
-        configs,
-        bridge.stages_of(experiment),
-        bridge.items_of(experiment),
-        repeats=request.repeats,
-        scorers=bridge.scorers_of(experiment),
-    )
+        raise SweepRequestError(exc.field, str(exc)) from None
+    except EngineError as exc:  # e.g. a prompt variant whose template does not parse
+        raise SweepRequestError("parameter_space", str(exc)) from None
     if planned > len(configs):  # guided: later rounds, priced like the first
         scale = planned / max(1, len(configs))
         estimate = {k: (math.ceil(v * scale) if isinstance(v, int) else v) for k, v in dict(estimate).items()}
-    estimate = dict(estimate, runs=planned)
-    return Plan(generator, configs, planned, estimate)
+    return Plan(space, generator, configs, planned, dict(estimate, runs=planned))
 
 
-def launch_sweep(experiment: Experiment, request: SweepRequest, user=None) -> Sweep:
-    if experiment.endpoint_id is None:
-        raise SweepRequestError(
-            "endpoint", "Choose an endpoint for this experiment before launching a sweep."
-        )
-    if not experiment.items.exists():
-        raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
-    plan = plan_sweep(experiment, request)
+def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan: Plan | None = None) -> Sweep:
+    """Create the sweep and its runs and dispatch them; `plan` is the request's
+    plan when the caller already made one (validating it), so it is not made twice."""
+    check_launchable(experiment)
+    plan = plan or plan_sweep(experiment, request)
     max_concurrent = request.max_concurrent or settings.MAX_CONCURRENT_RUNS
     workers = worker_count(experiment)
     with transaction.atomic():
@@ -114,7 +113,7 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None) -> Sw
             type=request.type,
             status=SweepStatus.PENDING,
             config={
-                "parameter_space": plan.generator.space if hasattr(plan.generator, "space") else None,
+                "parameter_space": plan.space,
                 "n_samples": request.n_samples,
                 "seed": request.seed,
                 "repeats": request.repeats,
@@ -133,6 +132,16 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None) -> Sw
     return sweep
 
 
+def check_launchable(experiment: Experiment) -> None:
+    """What every launch needs besides a valid request."""
+    if experiment.endpoint_id is None:
+        raise SweepRequestError(
+            "endpoint", "Choose an endpoint for this experiment before launching a sweep."
+        )
+    if not experiment.items.exists():
+        raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
+
+
 def worker_count(experiment: Experiment) -> int:
     """Orchestrators for one sweep: never more than the endpoint's own limit,
     so splitting that limit between them keeps every share >= 1."""
@@ -142,6 +151,10 @@ def worker_count(experiment: Experiment) -> int:
 
 
 def create_runs(sweep: Sweep, configs: list[dict]) -> int:
+    """Runs in dispatch order: one model's configurations together, so a local
+    server does not reload models back and forth (guided rounds included)."""
+    endpoint = sweep.experiment.endpoint
+    configs = sweeps.order_by_model(configs, endpoint.default_model if endpoint else "")
     start = sweep.runs.count()
     rows = [
         Run(
@@ -205,10 +218,9 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
                 source,
                 source,
                 gateway,
-                max_concurrent=per_worker,
                 token_budget=sweep.token_budget,
                 events=event_bus(),
-                runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, 8),
+                runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, ITEM_CONCURRENCY),
             )
             return await orchestrator.execute()
     finally:
@@ -228,7 +240,7 @@ def next_round(sweep: Sweep) -> bool:
         results = [(r.config, r.weighted_score) for r in done.only("config", "weighted_score")]
         generator = sweeps.build_sweep(
             "guided",
-            locked.config.get("parameter_space") or locked.experiment.parameter_space,
+            locked.config["parameter_space"],
             n_samples=locked.total_runs,
             seed=locked.config.get("seed"),
             **locked.config.get("options", {}),

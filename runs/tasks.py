@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from engine.cache import CacheStats, ResponseCache
+from engine.cache import ResponseCache
 from engine.gateway import Gateway
 from engine.runner import RunOutcome, run_single
 from runs import bridge
@@ -61,12 +61,3 @@ async def evaluate(spec, max_concurrent: int) -> RunOutcome:
             return await run_single(spec, gateway, sink, events=event_bus())
     finally:
         await bridge.release_connections()
-
-
-def cache_stats() -> CacheStats:
-    """Hits and misses since this process started, and the table's size."""
-    return asyncio.run(_cache_stats())
-
-
-async def _cache_stats() -> CacheStats:
-    return await ResponseCache(bridge.OrmCacheStore()).cache_stats()

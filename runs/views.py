@@ -15,11 +15,12 @@ from django.views.decorators.http import require_POST
 from experiments.models import Experiment, Sweep, SweepStatus
 from runs.events import event_bus
 from runs.forms import LaunchForm, RatingForm
-from runs.leaderboard import leaderboard, recompute_weighted_score
+from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 from runs.sweeps import (
     SweepRequestError,
     SweepStateError,
+    check_launchable,
     launch_sweep,
     pause_sweep,
     resume_sweep,
@@ -48,33 +49,16 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "runs/launch.html", context)
     try:
         if "confirm" in request.POST:
-            sweep = launch_sweep(experiment, form.request, user=request.user)
+            sweep = launch_sweep(experiment, form.request, request.user, form.plan)
             messages.success(request, f"Launched sweep #{sweep.pk}: {sweep.total_runs} runs.")
             return redirect("ui:sweep", pk=sweep.pk)
         check_launchable(experiment)
         context["estimate"] = form.plan.estimate
     except SweepRequestError as exc:
-        form.add_error(field_of(exc, form), str(exc))
+        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
     except SweepStateError as exc:
         form.add_error(None, str(exc))
     return render(request, "runs/launch.html", context)
-
-
-def field_of(exc: SweepRequestError, form: LaunchForm) -> str | None:
-    """The form field an error is about: the one it names, else none (shown above the form)."""
-    if exc.field in form.fields:
-        return exc.field
-    return next((name for name in form.fields if name in str(exc)), None)
-
-
-def check_launchable(experiment: Experiment) -> None:
-    """What launch_sweep refuses, said before the confirmation rather than after."""
-    if experiment.endpoint_id is None:
-        raise SweepRequestError(
-            "endpoint", "Choose an endpoint for this experiment before launching a sweep."
-        )
-    if not experiment.items.exists():
-        raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
 
 
 # -- the live view ------------------------------------------------------------------------
@@ -93,7 +77,7 @@ def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
         "tab": "sweeps",
         "rows": [run_row(run, varying) for run in runs],
         "varying": varying,
-        "best": sweep.runs.filter(status=RunStatus.COMPLETED).order_by("-weighted_score", "id").first(),
+        "best": ranked_runs(experiment, sweep.pk).first(),
         "last_event_id": last_event_id,
         "done": sweep.total_runs - sweep.remaining_runs,
         "percent": percent(sweep.total_runs - sweep.remaining_runs, sweep.total_runs),
@@ -227,9 +211,8 @@ def leaderboard_row(row: dict, varying: list[str], scorers: list[str]) -> dict:
 def charts(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
     sweep = sweep_filter(request, experiment)
-    runs = experiment.runs.filter(status=RunStatus.COMPLETED, weighted_score__isnull=False)
-    if sweep:
-        runs = runs.filter(sweep=sweep)
+    # The leaderboard's runs (one per configuration), so the chart and its pick agree with it.
+    runs = ranked_runs(experiment, sweep.pk if sweep else None)
     points = [
         {
             "run_id": r.pk,
@@ -239,7 +222,7 @@ def charts(request: HttpRequest, pk: int) -> HttpResponse:
             "latency_ms": r.latency_ms,
             "config": r.config,
         }
-        for r in runs.order_by("-weighted_score", "id")[:CHART_POINTS]
+        for r in runs[:CHART_POINTS]
     ]
     pick = cheapest_nearly_best(experiment, sweep, points)
     context = {
@@ -409,7 +392,7 @@ def rating_of(value: float | None) -> int | None:
 @login_required
 @require_POST
 def rate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
-    """A 1–10 rating is stored as a human score (r - 1) / 9, one per person and item."""
+    """A 1–10 rating of one row, stored as that person's human score for it."""
     run = get_object_or_404(Run.objects.select_related("experiment"), pk=pk)
     item = get_object_or_404(run.experiment.items, pk=item_pk)
     form = RatingForm(request.POST, prefix=f"item{item.pk}")
@@ -417,14 +400,11 @@ def rate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
         messages.error(request, f"Row #{item.position}: choose a rating from 1 to 10.")
         return redirect(f"{reverse('ui:run', args=[pk])}#item-{item.pk}")
     rating = form.cleaned_data["rating"]
-    Score.objects.update_or_create(
-        run=run,
-        item=item,
-        source=ScoreSource.HUMAN,
-        author=request.user,
-        defaults={"scorer": "human", "value": (rating - 1) / 9, "comment": form.cleaned_data["comment"]},
-    )
-    recompute_weighted_score(run)
+    try:
+        record_rating(run, request.user, rating, form.cleaned_data["comment"], item)
+    except RatingRefused as exc:
+        messages.error(request, str(exc))
+        return redirect(f"{reverse('ui:run', args=[pk])}#item-{item.pk}")
     messages.success(request, f"Saved your rating of {rating}/10 for row #{item.position}.")
     page = request.POST.get("page", "")
     suffix = f"?page={page}" if page.isdigit() else ""

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import time
-from collections.abc import Callable
-
-from django.db import connections
 
 from engine.events import Event
 from runs.queue import enqueue
@@ -20,17 +15,9 @@ def dispatch_event(event: Event) -> int:
     """One delivery per active webhook that wants `event.type`, each sent by a job.
 
     Returns how many were created. Without a matching webhook it costs no query
-    (beyond one every few seconds); it may be called from sync or async code.
+    (beyond one every few seconds). Called from the event publisher's thread
+    (runs/events.py), never on an event loop, so it may use the ORM.
     """
-    if _in_event_loop():
-        # The ORM refuses to run on an event loop's thread, and run events come from one.
-        if Webhook.cached_interest(event.type) is False:
-            return 0
-        return _in_thread(_dispatch, event)
-    return _dispatch(event)
-
-
-def _dispatch(event: Event) -> int:
     if not Webhook.anyone_may_want(event.type):
         return 0
     # The cached hint only says whether to look; the table says who gets the event.
@@ -73,30 +60,3 @@ def send_delivery(delivery_id: int) -> str:
 def _final_error(delivery: WebhookDelivery) -> str:
     tries = "attempt" if delivery.attempts == 1 else "attempts"
     return f"Failed after {delivery.attempts} {tries}. Last error: {delivery.error}"
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _in_thread(func: Callable[[Event], int], event: Event) -> int:
-    outcome: list = []
-
-    def target() -> None:
-        try:
-            outcome.append(func(event))
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            connections.close_all()  # this thread's connections only
-
-    thread = threading.Thread(target=target, name="promptlooper-webhook-dispatch")
-    thread.start()
-    thread.join()
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]

@@ -123,10 +123,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         url = request.url
         target = url.raw_path.decode("ascii")
         lines = [f"{request.method} {target} HTTP/1.1".encode()]
+        # httpx has already set Host and Content-Length.
         for name, value in request.headers.raw:
             lines.append(name + b": " + value)
-        if body and "content-length" not in request.headers:
-            lines.append(b"Content-Length: " + str(len(body)).encode())
         conn.writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
         try:
             await conn.writer.drain()

@@ -174,14 +174,18 @@ async def test_closing_waits_until_the_cache_is_written(stub: LLMStub) -> None:
 
 # -- embeddings -------------------------------------------------------------------
 @pytest.mark.asyncio
-async def test_embeddings_use_the_endpoints_model_and_are_computed_once(stub: LLMStub) -> None:
+async def test_embeddings_use_the_endpoints_model_and_repeats_are_sent_once(stub: LLMStub) -> None:
     endpoint = make_endpoint(stub, embedding_model="stub-embed")
     async with Gateway() as gateway:
         first = await gateway.embed(endpoint, ["red apple", "green pear", "red apple"])
         second = await gateway.embed(endpoint, ["green pear", "blue plum"])
     assert first[0] == first[2] == pytest.approx(embed_text("red apple"))
     assert second[0] == first[1]
-    assert [r["input"] for r in stub.embedding_requests] == [["red apple", "green pear"], ["blue plum"]]
+    # A repeat inside one call is sent once; across calls the scorer's LRU caches.
+    assert [r["input"] for r in stub.embedding_requests] == [
+        ["red apple", "green pear"],
+        ["green pear", "blue plum"],
+    ]
     assert {r["model"] for r in stub.embedding_requests} == {"stub-embed"}
 
 
@@ -215,7 +219,6 @@ async def test_without_an_embedding_model_the_local_minilm_embeds(
     FakeMiniLM.texts = []
     endpoint = make_endpoint(stub) if has_endpoint else None
     async with Gateway() as gateway:
-        vectors = await gateway.embed(endpoint, ["ab", "abc"])
-        await gateway.embed(endpoint, ["ab"])
-    assert vectors == [[2.0], [3.0]]
+        vectors = await gateway.embed(endpoint, ["ab", "abc", "ab"])
+    assert vectors == [[2.0], [3.0], [2.0]]
     assert FakeMiniLM.texts == ["ab", "abc"] and stub.embedding_requests == []

@@ -2,8 +2,9 @@
 
 import pytest
 
+from runs.bridge import cache_table_stats
 from runs.models import ResponseCache, Run, RunStatus, Score, StageResult
-from runs.tasks import cache_stats, execute_run
+from runs.tasks import execute_run
 from tests.factories import make_endpoint, make_experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,8 +81,9 @@ def test_running_again_makes_no_calls_and_gives_the_same_scores(experiment, llm_
     assert second.cached_calls == second.calls == 6
     assert StageResult.objects.filter(run=second, cached=True).count() == 6
     assert ResponseCache.objects.filter(hit_count__gt=0).count() == 6
-    stats = cache_stats()
+    stats = cache_table_stats()
     assert stats["entries"] == 6 and stats["storage_bytes"] > 0
+    assert stats["hits"] == 6 and stats["misses"] == 6 and stats["hit_rate"] == 0.5
 
 
 def test_a_new_temperature_is_a_new_call(experiment, llm_stub):
