@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from engine.runner import RunFailure
 from experiments import export
 from experiments.dataset_import import DatasetImportError, decode, detect_format, parse_dataset, write_rows
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment, ExperimentFrozen, Sweep
 from experiments.serializers import (
     DatasetImportResultSerializer,
     DatasetImportSerializer,
@@ -39,14 +39,6 @@ from runs.sweeps import (
     resume_sweep,
     stop_sweep,
 )
-
-# Fields a running sweep reads from the experiment: frozen while one is active.
-SWEEP_INPUTS = ("endpoint", "pipeline", "parameter_space", "scorers")
-
-
-def changed_sweep_inputs(experiment: Experiment, data: dict[str, Any]) -> list[str]:
-    changed = [f for f in SWEEP_INPUTS if f in data and data[f] != getattr(experiment, f)]
-    return changed + (["dataset"] if "items" in data else [])
 
 
 class RawBodyParser(parsers.BaseParser):
@@ -130,11 +122,11 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         serializer.save(created_by=self.request.user)
 
     def perform_update(self, serializer: ExperimentSerializer) -> None:
-        changing = changed_sweep_inputs(serializer.instance, serializer.validated_data)
-        if changing and serializer.instance.active_sweep():
-            raise Conflict(
-                f"A sweep is running on this experiment; stop it before changing {', '.join(changing)}."
-            )
+        experiment = serializer.instance
+        try:
+            experiment.check_changeable(experiment.changed_sweep_inputs(serializer.validated_data))
+        except ExperimentFrozen as exc:
+            raise Conflict(str(exc)) from None
         serializer.save()
 
     def perform_destroy(self, instance: Experiment) -> None:
@@ -163,8 +155,10 @@ class ExperimentViewSet(viewsets.ModelViewSet):
             rows = parse_dataset(text, fmt)
         except DatasetImportError as exc:
             raise serializers.ValidationError({"dataset": [str(exc)]}) from None
-        if experiment.active_sweep():
-            raise Conflict("A sweep is running on this experiment; stop it before changing its dataset.")
+        try:
+            experiment.check_changeable(["its dataset"])
+        except ExperimentFrozen as exc:
+            raise Conflict(str(exc)) from None
         mode = options.validated_data["mode"]
         size = write_rows(experiment, rows, mode)
         result = {"imported": len(rows), "dataset_size": size, "mode": mode, "file_format": fmt}

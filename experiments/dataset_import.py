@@ -15,7 +15,6 @@ import json
 from typing import Any, Literal, TypedDict
 
 from django.db import transaction
-from django.db.models import Max
 
 from experiments.models import DatasetItem, Experiment
 
@@ -152,8 +151,7 @@ def write_rows(experiment: Experiment, rows: list[Row], mode: str = "replace") -
             experiment.items.all().delete()
             start = 0
         else:
-            last = experiment.items.aggregate(last=Max("position"))["last"]
-            start = 0 if last is None else last + 1
+            start = experiment.next_position()
         DatasetItem.objects.bulk_create(
             (
                 DatasetItem(

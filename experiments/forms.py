@@ -311,13 +311,19 @@ class ExperimentEditor:
         return {f.cleaned_data["name"].strip() for f in forms_ if f.cleaned_data.get("name")}
 
     def save(self, user: Any = None) -> Experiment:
-        """Raises ValidationError if the model's own check (the same rules) fails."""
+        """Raises ValidationError if the model's own check (the same rules) fails, and
+        ExperimentFrozen for a change to what a running sweep reads."""
         experiment = self.instance
-        for name, value in self.form.cleaned_data.items():
+        changes = {
+            **self.form.cleaned_data,
+            "pipeline": self.stages.pipeline(),
+            "parameter_space": self.parameters.space(),
+            "scorers": self.scorers.scorers(),
+        }
+        if experiment.pk:
+            experiment.check_changeable(experiment.changed_sweep_inputs(changes))
+        for name, value in changes.items():
             setattr(experiment, name, value)
-        experiment.pipeline = self.stages.pipeline()
-        experiment.parameter_space = self.parameters.space()
-        experiment.scorers = self.scorers.scorers()
         if experiment.pk is None and user is not None and user.is_authenticated:
             experiment.created_by = user
         experiment.full_clean()

@@ -3,6 +3,13 @@ from django.db import models
 
 from experiments.validation import validate_experiment
 
+# What a running sweep reads from its experiment: frozen while one is active.
+SWEEP_INPUTS = ("endpoint", "pipeline", "parameter_space", "scorers")
+
+
+class ExperimentFrozen(Exception):
+    """A change refused while a sweep runs on the experiment (HTTP 409)."""
+
 
 class Experiment(models.Model):
     """A pipeline of prompt stages, a dataset, a parameter space and weighted scorers."""
@@ -48,6 +55,22 @@ class Experiment(models.Model):
 
     def active_sweep(self) -> "Sweep | None":
         return self.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).order_by("-created_at").first()
+
+    def changed_sweep_inputs(self, data: dict) -> list[str]:
+        """Which of the sweep's inputs `data` (field → new value) would change."""
+        changed = [f for f in SWEEP_INPUTS if f in data and data[f] != getattr(self, f)]
+        return changed + (["dataset"] if "items" in data else [])
+
+    def check_changeable(self, changing: list[str]) -> None:
+        if changing and self.active_sweep():
+            raise ExperimentFrozen(
+                f"A sweep is running on this experiment; stop it before changing {', '.join(changing)}."
+            )
+
+    def next_position(self) -> int:
+        """Where a row appended to the dataset goes."""
+        last = self.items.aggregate(last=models.Max("position"))["last"]
+        return 0 if last is None else last + 1
 
     def dataset_variables(self) -> list[str]:
         """Names the dataset provides to templates (the union over rows)."""

@@ -26,7 +26,7 @@ from experiments.forms import (
     ExperimentEditor,
     variables_used,
 )
-from experiments.models import ACTIVE_SWEEP_STATUSES, DatasetItem, Experiment, Sweep
+from experiments.models import ACTIVE_SWEEP_STATUSES, DatasetItem, Experiment, ExperimentFrozen, Sweep
 from experiments.validation import check_template
 from runs.models import Run, RunStatus
 
@@ -98,6 +98,8 @@ def _editor(request: HttpRequest, experiment: Experiment) -> HttpResponse:
             experiment = editor.save(request.user)
         except ValidationError as exc:  # the model's own check: the same rules, all at once
             editor.form.add_error(None, exc.messages)
+        except ExperimentFrozen as exc:
+            editor.form.add_error(None, str(exc))
         else:
             messages.success(request, f"Saved experiment '{experiment.name}'.")
             return redirect("ui:experiment_detail", pk=experiment.pk)
@@ -144,9 +146,9 @@ def dataset(request: HttpRequest, pk: int) -> HttpResponse:
     form = DatasetItemForm(
         request.POST or None, variables=variables, instance=DatasetItem(experiment=experiment)
     )
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and changeable(request, experiment):
         item = form.save(commit=False)
-        item.position = next_position(experiment)
+        item.position = experiment.next_position()
         item.save()
         messages.success(request, f"Added row #{item.position}.")
         return redirect("ui:dataset", pk=pk)
@@ -162,9 +164,14 @@ def dataset(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "experiments/dataset.html", context)
 
 
-def next_position(experiment: Experiment) -> int:
-    last = experiment.items.aggregate(last=Max("position"))["last"]
-    return 0 if last is None else last + 1
+def changeable(request: HttpRequest, experiment: Experiment) -> bool:
+    """False, with a message saying why, while a sweep runs on the dataset."""
+    try:
+        experiment.check_changeable(["its dataset"])
+    except ExperimentFrozen as exc:
+        messages.error(request, str(exc))
+        return False
+    return True
 
 
 @login_required
@@ -172,7 +179,7 @@ def dataset_item_edit(request: HttpRequest, pk: int, item_pk: int) -> HttpRespon
     item = get_object_or_404(DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment_id=pk)
     variables = sorted(set(item.experiment.dataset_variables()) | set(item.input or {}))
     form = DatasetItemForm(request.POST or None, variables=variables, instance=item)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and changeable(request, item.experiment):
         form.save()
         messages.success(request, f"Saved row #{item.position}.")
         return redirect("ui:dataset", pk=pk)
@@ -183,9 +190,10 @@ def dataset_item_edit(request: HttpRequest, pk: int, item_pk: int) -> HttpRespon
 @login_required
 @require_POST
 def dataset_item_delete(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
-    item = get_object_or_404(DatasetItem, pk=item_pk, experiment_id=pk)
-    item.delete()
-    messages.success(request, f"Deleted row #{item.position}.")
+    item = get_object_or_404(DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment_id=pk)
+    if changeable(request, item.experiment):
+        item.delete()
+        messages.success(request, f"Deleted row #{item.position}.")
     return redirect("ui:dataset", pk=pk)
 
 
@@ -221,6 +229,8 @@ def dataset_import_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     pending = request.session.pop(IMPORT_SESSION_KEY.format(pk), None)
     if not pending:
         messages.error(request, "Nothing to import: upload the file again.")
+        return redirect("ui:dataset", pk=pk)
+    if not changeable(request, experiment):
         return redirect("ui:dataset", pk=pk)
     total = write_rows(experiment, pending["rows"], pending["mode"])
     messages.success(request, f"Imported {len(pending['rows']):,} rows; the dataset has {total:,}.")

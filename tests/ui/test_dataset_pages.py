@@ -98,3 +98,17 @@ def test_a_row_can_be_deleted(client, experiment):
     row = experiment.items.first()
     client.post(reverse("ui:dataset_item_delete", args=[experiment.pk, row.pk]))
     assert not DatasetItem.objects.filter(pk=row.pk).exists()
+
+
+def test_rows_cannot_change_while_a_sweep_runs_on_them(client, experiment):
+    from experiments.models import Sweep, SweepStatus
+
+    Sweep.objects.create(experiment=experiment, status=SweepStatus.RUNNING, total_runs=1)
+    item = experiment.items.first()
+    response = client.post(reverse("ui:dataset_item_delete", args=[experiment.pk, item.pk]), follow=True)
+    assert b"stop it before changing its dataset" in response.content
+    assert experiment.items.count() == 3
+    response = client.post(
+        reverse("ui:dataset", args=[experiment.pk]), {"reference": "x", "input_country": "Chile"}, follow=True
+    )
+    assert experiment.items.count() == 3

@@ -205,3 +205,18 @@ def test_the_live_template_check_reports_the_line_or_the_variables(client):
 def test_parameter_values_are_read_and_written_the_same_way(key, text, values):
     assert parse_values(key, text) == values
     assert parse_values(key, format_values(key, values)) == values
+
+
+def test_what_a_running_sweep_reads_cannot_change_under_it(client):
+    from experiments.models import Sweep, SweepStatus
+    from tests.factories import make_experiment
+
+    experiment = make_experiment()
+    Sweep.objects.create(experiment=experiment, status=SweepStatus.RUNNING, total_runs=1)
+    stage = {"name": "answer", "system": "", "user": "Now: {{ country }}?", "ORDER": "1"}
+    data = editor_data([stage], [{"key": "temperature", "values": "0, 0.7"}], [KEYWORD], name="Capitals")
+    response = client.post(reverse("ui:experiment_edit", args=[experiment.pk]), data)
+    assert response.status_code == 200
+    assert b"stop it before changing pipeline" in response.content
+    experiment.refresh_from_db()
+    assert experiment.pipeline[0]["user"] == "What is the capital of {{ country }}?"
