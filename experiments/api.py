@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from engine.runner import RunFailure
 from experiments import export
-from experiments.dataset_import import DatasetImportError, decode, detect_format, parse_dataset, write_rows
+from experiments.dataset_import import DatasetImportError, read_dataset, write_rows
 from experiments.models import Experiment, ExperimentFrozen, Sweep
 from experiments.serializers import (
     DatasetImportResultSerializer,
@@ -92,16 +92,16 @@ class ExportEnvRenderer(ExportRenderer):
     writer = staticmethod(export.to_env)
 
 
-def dataset_upload(request: Request) -> tuple[str, str, str]:
-    """(text, file name, content type) of an uploaded file or a raw body."""
+def dataset_upload(request: Request) -> tuple[bytes | str, str, str]:
+    """(content, file name, content type) of an uploaded file or a raw body."""
     if isinstance(request.data, bytes):
-        return decode(request.data), "", request.content_type or ""
+        return request.data, "", request.content_type or ""
     upload = request.data.get("file")
     if upload is None or isinstance(upload, str):
         raise serializers.ValidationError(
             {"file": ["Send the file as multipart field `file`, or as the raw body."]}
         )
-    return decode(upload.read()), upload.name or "", upload.content_type or ""
+    return upload.read(), upload.name or "", upload.content_type or ""
 
 
 class ExperimentViewSet(viewsets.ModelViewSet):
@@ -149,10 +149,9 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         form = request.data if not isinstance(request.data, bytes) else {}
         options = DatasetImportSerializer(data={**form_options(form), **request.query_params.dict()})
         options.is_valid(raise_exception=True)
-        text, name, content_type = self._upload(request)
-        fmt = options.validated_data.get("file_format") or detect_format(name, content_type, text)
+        content, name, content_type = dataset_upload(request)
         try:
-            rows = parse_dataset(text, fmt)
+            rows, fmt = read_dataset(content, name, content_type, options.validated_data.get("file_format"))
         except DatasetImportError as exc:
             raise serializers.ValidationError({"dataset": [str(exc)]}) from None
         try:
@@ -163,13 +162,6 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         size = write_rows(experiment, rows, mode)
         result = {"imported": len(rows), "dataset_size": size, "mode": mode, "file_format": fmt}
         return Response(DatasetImportResultSerializer(result).data)
-
-    @staticmethod
-    def _upload(request: Request) -> tuple[str, str, str]:
-        try:
-            return dataset_upload(request)
-        except DatasetImportError as exc:
-            raise serializers.ValidationError({"dataset": [str(exc)]}) from None
 
     # -- sweeps ---------------------------------------------------------------------
     @extend_schema(

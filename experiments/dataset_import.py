@@ -42,6 +42,24 @@ def detect_format(filename: str, content_type: str, text: str) -> Format:
     return "jsonl" if text.lstrip().startswith("{") else "csv"
 
 
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+MAX_IMPORT_ROWS = 10_000
+
+
+def read_dataset(
+    data: bytes | str, filename: str = "", content_type: str = "", fmt: Format | None = None
+) -> tuple[list[Row], Format]:
+    """An uploaded file's rows and format, within the size limits (the API and the UI alike)."""
+    if len(data) > MAX_IMPORT_BYTES:
+        raise DatasetImportError(f"The file is over {MAX_IMPORT_BYTES // 1024 // 1024} MB; split it.")
+    text = decode(data)
+    fmt = fmt or detect_format(filename, content_type, text)
+    rows = parse_dataset(text, fmt)
+    if len(rows) > MAX_IMPORT_ROWS:
+        raise DatasetImportError(f"The file has {len(rows):,} rows; at most {MAX_IMPORT_ROWS:,} at once.")
+    return rows, fmt
+
+
 def decode(data: bytes | str) -> str:
     if isinstance(data, str):
         return data

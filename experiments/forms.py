@@ -17,10 +17,8 @@ from engine.templates import template_variables
 from engine.types import EngineError
 from experiments.dataset_import import (
     DatasetImportError,
-    decode,
-    detect_format,
     has_nul,
-    parse_dataset,
+    read_dataset,
 )
 from experiments.models import DatasetItem, Experiment
 from experiments.validation import (
@@ -33,8 +31,6 @@ from experiments.validation import (
 VARIANT_SEPARATOR = "---"
 TEMPLATE_KEYS = (".user", ".system")
 BUILTIN_VARIABLES = ("previous", "stages")
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
-MAX_IMPORT_ROWS = 10_000
 NUL_MESSAGE = "Text here may not contain NUL characters."
 
 
@@ -418,14 +414,9 @@ class DatasetImportForm(forms.Form):
         upload = data.get("file")
         if upload is None:
             return data
-        if upload.size > MAX_IMPORT_BYTES:
-            raise ValidationError(f"The file is over {MAX_IMPORT_BYTES // 1024 // 1024} MB; split it.")
         try:
-            text = decode(upload.read())
-            rows = parse_dataset(text, detect_format(upload.name, upload.content_type or "", text))
+            rows, _ = read_dataset(upload.read(), upload.name or "", upload.content_type or "")
         except DatasetImportError as exc:
             raise ValidationError(str(exc)) from None
-        if len(rows) > MAX_IMPORT_ROWS:
-            raise ValidationError(f"The file has {len(rows):,} rows; at most {MAX_IMPORT_ROWS:,} at once.")
         data["rows"] = rows
         return data

@@ -108,6 +108,11 @@ def run_spec(
     `human_scores` when building many specs of one experiment, so they are read once."""
     experiment = run.experiment
     endpoints = endpoints if endpoints is not None else all_endpoints()
+    items = items if items is not None else items_of(experiment)
+    ratings = human_scores if human_scores is not None else human_scores_of([run.pk])[run.pk]
+    # A rating of the whole run counts for each row nobody rated on its own,
+    # as runs/leaderboard.recompute_weighted_score counts it.
+    whole_run = ratings.get(None, [])
     if experiment.endpoint_id is None:
         raise ValueError(f"Experiment '{experiment.name}' has no endpoint; choose one before running it.")
     return RunSpec(
@@ -116,12 +121,12 @@ def run_spec(
         sweep_id=run.sweep_id,
         config=dict(run.config),
         stages=stages_of(experiment),
-        items=items if items is not None else items_of(experiment),
+        items=items,
         scorers=scorers_of(experiment),
         endpoint=endpoints[experiment.endpoint.name],
         endpoints=endpoints,
         repeats=repeats,
-        human_scores=human_scores if human_scores is not None else human_scores_of([run.pk])[run.pk],
+        human_scores={item.id: ratings.get(item.id) or whole_run for item in items},
     )
 
 

@@ -137,3 +137,12 @@ def test_file_format_overrides_the_guess(api, experiment):
     )
     assert response.status_code == 400 and response.json()["dataset"][0].startswith("Line 1: not valid JSON")
     assert experiment.items.count() == 3
+
+
+def test_a_file_over_the_row_limit_is_refused_and_nothing_changes(api, experiment, monkeypatch):
+    monkeypatch.setattr("experiments.dataset_import.MAX_IMPORT_ROWS", 1)
+    upload = SimpleUploadedFile("capitals.csv", CSV.encode(), content_type="text/csv")
+    response = api.post(url(experiment), {"file": upload, "mode": "replace"}, format="multipart")
+    assert response.status_code == 400
+    assert "at most 1 at once" in json.dumps(response.json())
+    assert len(rows(experiment)) == 3
