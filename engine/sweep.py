@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, TypedDict, TypeVar
 
+from engine.adapters.openai_compat import estimate_tokens
 from engine.cache import compute_config_hash
 from engine.runner import ENDPOINT_KEY, MODEL_KEY, StagePlan, plan_stages
 from engine.scorers.llm_judge import DEFAULT_PROMPT, render_input
@@ -41,7 +42,6 @@ ENUMERATE_LIMIT = 100_000  # finite spaces up to this size are listed instead of
 NEIGHBOUR_TRIES = 20  # attempts per wanted neighbour
 PARENT_DECAY = 0.25  # a guided parent's weight: 1 for the best, then 0.25, 0.0625, ...
 TWO_KEY_SHARE = 0.25  # neighbours that change two keys rather than one
-CHARS_PER_TOKEN = 4
 JUDGE_MAX_TOKENS = 32  # the llm_judge scorer's default
 
 
@@ -455,10 +455,6 @@ class Estimate(TypedDict):
     max_tokens: int  # worst case: every call's prompt plus its max_tokens
 
 
-def count_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
 # plan_stages needs an endpoint with a model; the estimate needs neither.
 _ANY_ENDPOINT = EndpointConfig(name="estimate", base_url="", default_model="estimate")
 COST_KEYS = frozenset({"system", "user", "max_tokens"})  # the config keys that change a run's tokens
@@ -551,9 +547,9 @@ def _tokens_of(source: str, variables: dict[str, Any]) -> int:
     if not source:
         return 0
     try:
-        return count_tokens(render(source, variables))
+        return estimate_tokens(render(source, variables))
     except TemplateError:
-        return count_tokens(source)
+        return estimate_tokens(source)
 
 
 @lru_cache(maxsize=1024)
