@@ -108,11 +108,13 @@ class Orchestrator:
         llm.on_spend = self._spent
         self.llm = llm
         self.runs_in_flight = runs_in_flight
+        self.claim_ahead = max(1, runs_in_flight // 2)  # runs claimed before they can start
         self.report = SweepReport()
         self._unsynced = 0  # tokens spent here, not yet added to the shared total
         self._known_total = 0  # the shared total as of the last sync
         self._finished: list[RunOutcome] = []
         self._tasks: dict[asyncio.Task, Any] = {}
+        self._unstarted: list[Any] = []  # run ids claimed but not started when dispatch ended
         self._halt: str | None = None
         self._halted = asyncio.Event()
 
@@ -154,23 +156,48 @@ class Orchestrator:
         return self.report
 
     async def _dispatch(self) -> None:
+        """Keep `runs_in_flight` runs going, with the next ones claimed ahead.
+
+        Runs that share the slots progress together and tend to end together;
+        were the next batch claimed only then, every slot would sit idle for a
+        claim's round trip to the database. So a claim for the runs that will
+        be needed next is always under way or done while the current ones run."""
+        ready: list[RunSpec] = []  # claimed, not started yet
+        claiming: asyncio.Task[list[RunSpec]] | None = None
         exhausted = False
         halted = asyncio.create_task(self._halted.wait())
         try:
             while self._halt is None:
-                free = self.runs_in_flight - len(self._tasks)
-                if free > 0 and not exhausted:
-                    specs = await self.source.claim(free)
-                    exhausted = len(specs) < free
-                    for spec in specs:
-                        self._start(spec)
-                if not self._tasks:
+                while ready and len(self._tasks) < self.runs_in_flight:
+                    self._start(ready.pop(0))
+                wanted = self.runs_in_flight + self.claim_ahead - len(self._tasks) - len(ready)
+                # In batches (a claim costs round trips), unless nothing is left in hand.
+                batch = wanted >= max(1, self.claim_ahead // 2) or not ready
+                if claiming is None and not exhausted and wanted > 0 and batch:
+                    claiming = asyncio.create_task(self.source.claim(wanted))
+                if not self._tasks and claiming is None:
                     return
-                done, _ = await asyncio.wait([*self._tasks, halted], return_when=asyncio.FIRST_COMPLETED)
+                waiting = [*self._tasks, halted, *([claiming] if claiming else [])]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    self._tasks.pop(task, None)
+                    if task is claiming:
+                        claiming = None
+                        specs = task.result()
+                        # Fewer than asked may mean another worker took some of them:
+                        # only an empty claim says none are left.
+                        exhausted = not specs
+                        ready += specs
+                    else:
+                        self._tasks.pop(task, None)
         finally:
             halted.cancel()
+            # Claimed runs that never started go back like the ones cut short.
+            if claiming is not None:
+                try:
+                    ready += await claiming
+                except Exception:  # what it took is recovered once its heartbeats stop
+                    logger.exception("Claiming runs failed while the sweep was halting")
+            self._unstarted = [spec.run_id for spec in ready]
 
     def _start(self, spec: RunSpec) -> None:
         task = asyncio.create_task(self._run(spec))
@@ -207,8 +234,9 @@ class Orchestrator:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        released = [self._tasks[t] for t in pending if t.cancelled()]
+        released = [self._tasks[t] for t in pending if t.cancelled()] + self._unstarted
         self._tasks.clear()
+        self._unstarted = []
         if released:
             await self.source.release(released, cancel=self._halt != PAUSED)
         self.report.released = len(released)
