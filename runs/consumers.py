@@ -60,14 +60,16 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "settler", None) is not None:
             self.settler.cancel()
 
-    async def event_message(self, message: dict[str, Any]) -> None:
-        event = message["event"]
-        if event["id"] <= self.last_id:  # already replayed, or read from the bus
+    async def event_batch(self, message: dict[str, Any]) -> None:
+        """Events forwarded by a worker's publisher, in the order it published them."""
+        events = [e for e in message["events"] if e["id"] > self.last_id]  # else replayed already
+        if not events:
             return
         async with self.sending:
-            if event["id"] > self.last_id + 1:  # ids in between may belong to us: ask the bus
-                await self.send_events(await self.read_after(self.last_id))
-            await self.send_events([event])
+            for event in events:
+                if event["id"] > self.last_id + 1:  # ids in between may belong to us: ask the bus
+                    await self.send_events(await self.read_after(self.last_id))
+                await self.send_events([event])
         self.settle_at = asyncio.get_running_loop().time() + SETTLE_S
         if self.settler is None or self.settler.done():
             self.settler = asyncio.create_task(self.settle())

@@ -9,7 +9,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -59,28 +58,43 @@ def read_state(sweep_id: int) -> str:
 class SweepRuns:
     """engine.orchestrator.RunSource and SweepControl for one worker on one sweep."""
 
-    def __init__(self, sweep: Sweep, endpoints: dict[str, EndpointConfig], items: list[Item], repeats: int):
+    def __init__(
+        self,
+        sweep: Sweep,
+        db: bridge.DatabaseThreads,
+        endpoints: dict[str, EndpointConfig],
+        items: list[Item],
+        repeats: int,
+    ):
         self.sweep_id = sweep.pk
+        self.db = db
         self.experiment = sweep.experiment
         self.endpoints, self.items, self.repeats = endpoints, items, repeats
         self.token = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
 
     # -- RunSource --------------------------------------------------------
     async def claim(self, limit: int) -> list[RunSpec]:
-        return await sync_to_async(self._claim)(limit)
+        return await self.db.write(self._claim, limit)
 
     def _claim(self, limit: int) -> list[RunSpec]:
         pending = Run.objects.filter(sweep_id=self.sweep_id, status=RunStatus.PENDING)
-        ids = list(pending.order_by("position", "id").values_list("id", flat=True)[:limit])
-        now = timezone.now()
-        # Conditional update: a run another worker took in the meantime is not taken twice.
-        Run.objects.filter(pk__in=ids, status=RunStatus.PENDING).update(
-            status=RunStatus.RUNNING, worker=self.token, started_at=now, heartbeat_at=now
-        )
-        runs = Run.objects.filter(pk__in=ids, worker=self.token, status=RunStatus.RUNNING).order_by(
-            "position"
-        )
-        runs = list(runs)
+        runs: list[Run] = []
+        # Empty only when no run is pending: if other workers took every run we
+        # picked (between our SELECT and UPDATE), pick again.
+        while not runs:
+            ids = list(pending.order_by("position", "id").values_list("id", flat=True)[:limit])
+            if not ids:
+                return []
+            now = timezone.now()
+            # Conditional update: a run another worker took in the meantime is not taken twice.
+            Run.objects.filter(pk__in=ids, status=RunStatus.PENDING).update(
+                status=RunStatus.RUNNING, worker=self.token, started_at=now, heartbeat_at=now
+            )
+            runs = list(
+                Run.objects.filter(pk__in=ids, worker=self.token, status=RunStatus.RUNNING).order_by(
+                    "position"
+                )
+            )
         claimed = [run.pk for run in runs]
         bridge.clear_results(claimed)
         ratings = bridge.human_scores_of(claimed)
@@ -91,17 +105,17 @@ class SweepRuns:
         return specs
 
     async def release(self, run_ids: list[Any], cancel: bool) -> None:
-        await sync_to_async(release_runs)(run_ids, cancel)
+        await self.db.write(release_runs, run_ids, cancel)
 
     def sink(self, spec: RunSpec) -> ResultSink:
-        return bridge.OrmResultSink(spec.run_id, worker=self.token, claimed=True)
+        return bridge.OrmResultSink(spec.run_id, self.db, worker=self.token, claimed=True)
 
     # -- SweepControl -----------------------------------------------------
     async def state(self) -> str:
-        return await sync_to_async(read_state)(self.sweep_id)
+        return await self.db.read(read_state, self.sweep_id)
 
     async def add_tokens(self, tokens: int) -> int:
-        return await sync_to_async(self._add_tokens)(tokens)
+        return await self.db.write(self._add_tokens, tokens)
 
     def _add_tokens(self, tokens: int) -> int:
         sweep = Sweep.objects.filter(pk=self.sweep_id)
@@ -110,7 +124,7 @@ class SweepRuns:
         return sweep.values_list("tokens_used", flat=True).get()
 
     async def progress(self, outcomes: list[RunOutcome]) -> None:
-        await sync_to_async(self._progress)(outcomes)
+        await self.db.write(self._progress, outcomes)
 
     def _progress(self, outcomes: list[RunOutcome]) -> None:
         completed = sum(1 for o in outcomes if o.status == "completed")
@@ -121,9 +135,10 @@ class SweepRuns:
         publish_progress(Sweep.objects.get(pk=self.sweep_id))
 
     async def heartbeat(self) -> None:
-        await sync_to_async(Run.objects.filter(worker=self.token, status=RunStatus.RUNNING).update)(
-            heartbeat_at=timezone.now()
-        )
+        await self.db.write(self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        Run.objects.filter(worker=self.token, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
 
 
 def release_runs(run_ids: list[Any], cancel: bool) -> None:

@@ -15,14 +15,16 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from engine.events import Event, EventBus, InProcessEventBus
+from engine.events import Event, EventBus, InProcessEventBus, Subscriber
 from engine.events_redis import RedisEventBus
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,8 @@ logger = logging.getLogger(__name__)
 ALL_EVENTS_GROUP = "events"
 IDLE_S = 1.0  # the publisher closes its database connections after this long without events
 MAX_BACKLOG = 10_000  # beyond this, events are only kept in the bus (replay still has them)
-SEND_TIMEOUT_S = 5.0
+SEND_TIMEOUT_S = 5.0  # per event
+FORWARD_BATCH = 100  # events forwarded in one pass
 
 _lock = threading.Lock()
 _bus: EventBus | None = None
@@ -48,6 +51,33 @@ def event_bus() -> EventBus:
                 bus.subscribe(_get_publisher().put)
                 _bus = bus
     return _bus
+
+
+class BackgroundPublisher:
+    """The event bus as an event loop uses it: `publish` returns at once, and the
+    publisher thread stores the event (in distributed mode a round trip to
+    Redis, which would otherwise stall every LLM call in the loop) and forwards
+    it. Events keep the order in which they were published."""
+
+    def __init__(self, bus: EventBus):
+        self.bus = bus
+
+    def publish(self, type: str, **fields: Any) -> None:
+        _get_publisher().put(partial(self.bus.publish, type, **fields))
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        return self.bus.subscribe(callback)
+
+    def recent(self, experiment_id: Any, after_id: int = 0) -> list[Event]:
+        return self.bus.recent(experiment_id, after_id)
+
+    def recent_all(self, after_id: int = 0) -> list[Event]:
+        return self.bus.recent_all(after_id)
+
+
+def loop_event_bus() -> BackgroundPublisher:
+    """The bus for the engine's event loops (runs and sweeps)."""
+    return BackgroundPublisher(event_bus())
 
 
 def reset_event_bus() -> None:
@@ -95,14 +125,15 @@ class Publisher:
     """One daemon thread: forwards events in the order it receives them."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()  # None: close the database
+        # An event to forward; a call that publishes one (BackgroundPublisher); None: close the database.
+        self._queue: queue.SimpleQueue[Event | Callable[[], Any] | None] = queue.SimpleQueue()
         self._pending = 0
         self._overflowing = False
         self._changed = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None  # private, for network channel layers
         threading.Thread(target=self._run, name="promptlooper-events", daemon=True).start()
 
-    def put(self, event: Event | None) -> None:
+    def put(self, event: Event | Callable[[], Any] | None) -> None:
         with self._changed:
             if self._pending >= MAX_BACKLOG and event is not None:
                 if not self._overflowing:
@@ -123,52 +154,81 @@ class Publisher:
         self._loop = asyncio.new_event_loop()
         while True:
             try:
-                event = self._queue.get(timeout=IDLE_S)
+                batch = [self._queue.get(timeout=IDLE_S)]
             except queue.Empty:
                 connections.close_all()
                 continue
+            # Whatever else is queued goes in the same pass: one trip through the
+            # channel layer's loop per batch, not per event.
+            while len(batch) < FORWARD_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if event is None:
+                for call in batch:
+                    if callable(call):  # its event is queued behind this batch
+                        self._publish(call)
+                events = [e for e in batch if isinstance(e, Event)]
+                if events:
+                    self._handle(events)
+                if None in batch:
                     connections.close_all()
-                else:
-                    self._handle(event)
             finally:
                 with self._changed:
-                    self._pending -= 1
+                    self._pending -= len(batch)
                     self._overflowing = self._overflowing and self._pending > 0
                     self._changed.notify_all()
 
-    def _handle(self, event: Event) -> None:
+    def _publish(self, call: Callable[[], Any]) -> None:
         try:
-            self._forward(event)
+            call()
         except Exception:
-            logger.exception("Could not forward event %s to the live views", event.id)
-        try:
-            dispatch_webhooks(event)
-        except Exception:
-            logger.exception("Webhook dispatch failed for event %s", event.id)
+            logger.exception("Could not publish an event")
 
-    def _forward(self, event: Event) -> None:
+    def _handle(self, events: list[Event]) -> None:
+        try:
+            self._forward(events)
+        except Exception:
+            logger.exception("Could not forward events %s..%s to the live views", events[0].id, events[-1].id)
+        for event in events:
+            try:
+                dispatch_webhooks(event)
+            except Exception:
+                logger.exception("Webhook dispatch failed for event %s", event.id)
+
+    def _forward(self, events: list[Event]) -> None:
         layer = get_channel_layer()
-        if layer is None or not event.id:  # id 0: the bus could not keep it, consumers would drop it
+        events = [e for e in events if e.id]  # id 0: the bus could not keep it, consumers would drop it
+        if layer is None or not events:
             return
         if isinstance(layer, InMemoryChannelLayer):
             # Not thread-safe: send on the web server's loop. No loop, no listeners.
             loop = _web_loop
             if loop is not None and not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(send_to_groups(layer, event), loop).add_done_callback(
+                asyncio.run_coroutine_threadsafe(send_to_groups(layer, events), loop).add_done_callback(
                     _log_failure
                 )
         else:
             assert self._loop is not None
-            self._loop.run_until_complete(asyncio.wait_for(send_to_groups(layer, event), SEND_TIMEOUT_S))
+            timeout = SEND_TIMEOUT_S * len(events)
+            self._loop.run_until_complete(asyncio.wait_for(send_to_groups(layer, events), timeout))
 
 
-async def send_to_groups(layer: BaseChannelLayer, event: Event) -> None:
+async def send_to_groups(layer: BaseChannelLayer, events: list[Event]) -> None:
+    """One message per group for the whole batch: each group_send costs the
+    layer round trips to Redis, whatever the message holds. In a batch events
+    are in the order published, so each group hears them in id order."""
     # Plain JSON values only: the Redis layer packs messages with msgpack.
-    message = {"type": "event.message", "event": json.loads(json.dumps(event.to_dict(), default=str))}
-    await layer.group_send(experiment_group(event.experiment_id), message)
-    await layer.group_send(ALL_EVENTS_GROUP, message)
+    dicts = json.loads(json.dumps([event.to_dict() for event in events], default=str))
+    by_experiment: dict[Any, list[dict[str, Any]]] = {}
+    for event in dicts:
+        by_experiment.setdefault(event["experiment_id"], []).append(event)
+    for experiment_id, group_events in by_experiment.items():
+        await layer.group_send(
+            experiment_group(experiment_id), {"type": "event.batch", "events": group_events}
+        )
+    await layer.group_send(ALL_EVENTS_GROUP, {"type": "event.batch", "events": dicts})
 
 
 def dispatch_webhooks(event: Event) -> None:

@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -31,7 +30,7 @@ from runs.control import (
     recover_stale_runs,
     set_flag,
 )
-from runs.events import event_bus, flush_publisher
+from runs.events import flush_publisher, loop_event_bus
 from runs.models import Run, RunStatus
 from runs.queue import enqueue
 
@@ -204,27 +203,23 @@ def _execute_sweep(sweep_id: int) -> str:
 
 async def orchestrate(sweep: Sweep) -> SweepReport:
     workers = sweep.config.get("workers", 1)
-    # sync_to_async: the ORM thread whose connections release_connections() closes.
-    items = await sync_to_async(bridge.items_of)(sweep.experiment)
-    endpoints = await sync_to_async(bridge.all_endpoints)()
-    endpoints = endpoints_for_worker(endpoints, workers)
     repeats = sweep.config.get("repeats", 1)
-    source = SweepRuns(sweep, endpoints, items, repeats)
     per_worker = max(1, math.ceil(sweep.max_concurrent / workers))
-    cache = ResponseCache(bridge.OrmCacheStore())
-    try:
+    async with bridge.DatabaseThreads() as db:
+        items = await db.read(bridge.items_of, sweep.experiment)
+        endpoints = endpoints_for_worker(await db.read(bridge.all_endpoints), workers)
+        source = SweepRuns(sweep, db, endpoints, items, repeats)
+        cache = ResponseCache(bridge.OrmCacheStore(db))
         async with Gateway(cache, max_concurrent=per_worker) as gateway:
             orchestrator = Orchestrator(
                 source,
                 source,
                 gateway,
                 token_budget=sweep.token_budget,
-                events=event_bus(),
+                events=loop_event_bus(),
                 runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, ITEM_CONCURRENCY),
             )
             return await orchestrator.execute()
-    finally:
-        await bridge.release_connections()
 
 
 def next_round(sweep: Sweep) -> bool:

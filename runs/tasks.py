@@ -16,7 +16,7 @@ from engine.cache import ResponseCache
 from engine.gateway import Gateway
 from engine.runner import RunOutcome, run_single
 from runs import bridge
-from runs.events import event_bus, flush_publisher
+from runs.events import flush_publisher, loop_event_bus
 from runs.models import Run, RunStatus
 from runs.queue import worker_name
 
@@ -54,10 +54,8 @@ def _execute_run(run_id: int, variables: dict[str, Any] | None) -> str:
 
 
 async def evaluate(spec, max_concurrent: int) -> RunOutcome:
-    cache = ResponseCache(bridge.OrmCacheStore())
-    try:
+    async with bridge.DatabaseThreads() as db:
+        cache = ResponseCache(bridge.OrmCacheStore(db))
         async with Gateway(cache, max_concurrent=max_concurrent) as gateway:
-            sink = bridge.OrmResultSink(spec.run_id, worker=worker_name())
-            return await run_single(spec, gateway, sink, events=event_bus())
-    finally:
-        await bridge.release_connections()
+            sink = bridge.OrmResultSink(spec.run_id, db, worker=worker_name())
+            return await run_single(spec, gateway, sink, events=loop_event_bus())

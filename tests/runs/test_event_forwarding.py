@@ -13,7 +13,7 @@ import pytest
 from channels.layers import BaseChannelLayer
 
 from engine.events import Event, EventType
-from runs.events import event_bus, flush_publisher, reset_event_bus
+from runs.events import event_bus, flush_publisher, loop_event_bus, reset_event_bus
 
 IN_MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -134,3 +134,31 @@ def test_without_a_connected_browser_events_are_kept_for_replay(monkeypatch) -> 
     events, _ = publish_from_worker(5, experiment_id=42)
     assert flush_publisher(10)
     assert event_bus().recent(42, after_id=events[1].id) == events[2:]
+
+
+def test_the_loop_bus_hands_storing_to_the_publisher_and_keeps_the_order(monkeypatch) -> None:
+    """In distributed mode storing an event is a round trip to Redis: the runner's
+    loop must not wait for it."""
+    heard: list[Event] = []
+    fake_webhooks(monkeypatch, heard.append)
+    bus = event_bus()
+    store = bus.publish
+
+    def slow_store(*args, **fields):
+        time.sleep(0.01)
+        return store(*args, **fields)
+
+    monkeypatch.setattr(bus, "publish", slow_store)
+
+    async def run() -> float:
+        started = time.monotonic()
+        for n in range(30):
+            loop_event_bus().publish(EventType.RUN_COMPLETED, experiment_id=7, run_id=n)
+        return time.monotonic() - started
+
+    took = asyncio.run(run())
+    assert took < 0.15  # storing them takes 0.3 s
+    assert flush_publisher(10)
+    kept = bus.recent(7)
+    assert [e.run_id for e in kept] == list(range(30)) and [e.id for e in kept] == sorted(e.id for e in kept)
+    assert heard == kept
