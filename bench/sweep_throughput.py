@@ -1,12 +1,13 @@
 """Sweep throughput benchmark (not a test): python bench/sweep_throughput.py
 
 For each mode (single machine: SQLite + in-process worker; distributed:
-PostgreSQL + Redis + an RQ worker process) and each stub latency (0 ms, 50 ms)
+PostgreSQL + Redis + one RQ worker process, then two sharing the sweep as on two
+machines; SWEEP_WORKERS is set to match) and each stub latency (0 ms, 50 ms)
 it runs a sweep of at least 2,000 LLM calls against the loopback stub (in a
 process of its own, so it does not share our GIL) and prints calls per second,
 engine CPU per call, wall time against the ideal (calls x latency / concurrency),
 a warm-cache re-run (calls per second, calls that reached the stub) and peak
-memory. Each scenario runs in a fresh process, so its peak memory is its own;
+memory (of the largest worker). Each scenario runs in a fresh process, so its peak memory is its own;
 a small and a large sweep are compared to show memory does not grow with runs.
 """
 
@@ -45,17 +46,20 @@ def main() -> None:
         mode, latency, calls = args.scenario
         print(json.dumps(scenario(mode, float(latency), int(calls))))
         return
-    plan = [(m, lat, args.calls) for m in ("single", "distributed") for lat in (0, 50)]
-    plan += [("single", 0, args.calls * 2), ("distributed", 0, args.calls * 2)]
+    plan = [(m, lat, args.calls, 1) for m in ("single", "distributed") for lat in (0, 50)]
+    # Two worker processes sharing one sweep, as on two machines.
+    plan += [("distributed", lat, args.calls, 2) for lat in (0, 50)]
+    plan += [("single", 0, args.calls * 2, 1), ("distributed", 0, args.calls * 2, 1)]
     if args.quick:
-        plan = [("single", 0, 400), ("distributed", 0, 400)]
+        plan = [("single", 0, 400, 1), ("distributed", 0, 400, 1)]
     results = [run_scenario(*p) for p in plan]
     report(results)
 
 
-def run_scenario(mode: str, latency: float, calls: int) -> dict:
+def run_scenario(mode: str, latency: float, calls: int, workers: int) -> dict:
     cmd = [sys.executable, __file__, "--scenario", mode, str(latency), str(calls)]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "SWEEP_WORKERS": str(workers)}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"scenario {mode} {latency}ms failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -63,7 +67,7 @@ def run_scenario(mode: str, latency: float, calls: int) -> dict:
 
 def report(results: list[dict]) -> None:
     head = (
-        f"{'mode':<12}{'latency':>8}{'calls':>7}{'wall s':>8}{'calls/s':>9}{'ideal s':>8}"
+        f"{'mode':<12}{'workers':>8}{'latency':>8}{'calls':>7}{'wall s':>8}{'calls/s':>9}{'ideal s':>8}"
         f"{'wall/ideal':>11}{'cpu ms/call':>12}{'warm calls/s':>13}{'warm stub':>10}{'peak MiB':>9}"
     )
     print(head)
@@ -71,13 +75,14 @@ def report(results: list[dict]) -> None:
     for r in results:
         ratio = f"{r['wall_s'] / r['ideal_s']:.2f}x" if r["ideal_s"] else "-"
         print(
-            f"{r['mode']:<12}{r['latency_ms']:>6.0f}ms{r['calls']:>7}{r['wall_s']:>8.2f}"
+            f"{r['mode']:<12}{r['workers']:>8}{r['latency_ms']:>6.0f}ms{r['calls']:>7}{r['wall_s']:>8.2f}"
             f"{r['calls_per_s']:>9.0f}{r['ideal_s']:>8.2f}{ratio:>11}{r['cpu_ms_per_call']:>12.3f}"
             f"{r['warm_calls_per_s']:>13.0f}{r['warm_stub_calls']:>10}{r['peak_mib']:>9.0f}"
         )
     for mode in ("single", "distributed"):
         sizes = sorted(
-            (r for r in results if r["mode"] == mode and r["latency_ms"] == 0), key=lambda r: r["calls"]
+            (r for r in results if r["mode"] == mode and r["latency_ms"] == 0 and r["workers"] == 1),
+            key=lambda r: r["calls"],
         )
         if len(sizes) >= 2:
             small, large = sizes[0], sizes[-1]
@@ -91,27 +96,29 @@ def report(results: list[dict]) -> None:
 # -- one scenario, in its own process ----------------------------------------
 def scenario(mode: str, latency_ms: float, calls: int) -> dict:
     stub = start_stub(latency_ms)
-    worker = None
+    workers: list[subprocess.Popen] = []
     try:
         base_url = stub.stdout.readline().strip()
         setup_django(mode)
         experiment = make_experiment(base_url, calls // ITEMS)
         if mode == "distributed":
-            worker = start_worker()
-        _, cpu_before = usage(worker)
+            workers = [start_worker() for _ in range(int(os.environ["SWEEP_WORKERS"]))]
+            wait_for_workers(len(workers))
+        _, cpu_before = usage(workers)
         cold = timed_sweep(experiment, base_url)
         warm = timed_sweep(experiment, base_url)
-        peak_kb, cpu_after = usage(worker)
+        peak_kb, cpu_after = usage(workers)
         cpu_s = cpu_after - cpu_before
         in_flight = httpx.get(base_url.replace("/v1", "/_stats")).json()["max_in_flight"]
     finally:
-        if worker:
+        for worker in workers:
             worker.terminate()
             worker.wait(10)
         stub.terminate()
     ideal = calls * latency_ms / 1000 / CONCURRENCY
     return {
         "mode": mode,
+        "workers": len(workers) or 1,
         "latency_ms": latency_ms,
         "calls": cold["calls"],
         "wall_s": cold["wall_s"],
@@ -143,8 +150,8 @@ def setup_django(mode: str) -> None:
         LOG_LEVEL="ERROR",
         DEBUG="false",
         MAX_SWEEP_RUNS="100000",
-        SWEEP_WORKERS="1",
     )
+    os.environ.setdefault("SWEEP_WORKERS", "1")
     if mode == "distributed":
         recreate_postgres_db()
         os.environ.update(DATABASE_URL=f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{BENCH_DB}", REDIS_URL=REDIS_URL)
@@ -248,20 +255,39 @@ def start_worker() -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(2)
     return proc
 
 
-def usage(worker: subprocess.Popen | None) -> tuple[float, float]:
-    """Peak resident memory (KiB) and CPU seconds of the process that ran the engine."""
-    if worker is None:
+def wait_for_workers(count: int, timeout: float = 60.0) -> None:
+    """Each worker's share of the sweep is queued at launch: a worker still
+    starting would leave its share to the others, at its share of the concurrency."""
+    import redis
+    from rq import Worker
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while Worker.count(connection=connection) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {Worker.count(connection=connection)} of {count} RQ workers started")
+        time.sleep(0.1)
+
+
+def usage(workers: list[subprocess.Popen]) -> tuple[float, float]:
+    """Peak resident memory (KiB, of the largest process) and CPU seconds (all
+    together) of the processes that ran the engine."""
+    if not workers:
         own = resource.getrusage(resource.RUSAGE_SELF)
         return own.ru_maxrss, own.ru_utime + own.ru_stime
-    status = Path(f"/proc/{worker.pid}/status").read_text()
-    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-    fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    peak, cpu = 0, 0.0
     ticks = os.sysconf("SC_CLK_TCK")
-    return peak, (int(fields[11]) + int(fields[12])) / ticks
+    for worker in workers:
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        peak = max(
+            peak, next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        )
+        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu += (int(fields[11]) + int(fields[12])) / ticks
+    return peak, cpu
 
 
 if __name__ == "__main__":
