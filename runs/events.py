@@ -3,8 +3,9 @@
 `event_bus()` keeps events in Redis when REDIS_URL is set (ids and history shared
 by every process), in memory otherwise. Each event is also handed to one
 publisher thread per process, which forwards it to the Channels groups the live
-views listen on, then to the webhooks. Publishing never waits on the network or
-the database: the runner calls it from inside its event loop.
+views listen on, then to the webhooks. The engine's event loops publish through
+`loop_event_bus()`, which hands even the storing (a Redis round trip) to that
+thread: a run's loop never waits on the network or the database for an event.
 """
 
 from __future__ import annotations
