@@ -161,6 +161,9 @@ class _OwnerCancelled(Exception):
     """The caller making a shared call was cancelled; its waiters retry on their own."""
 
 
+PREFETCH_LIMIT = 100_000
+
+
 class ResponseCache:
     """One per event loop (a sweep's): its batching and single-flight use asyncio futures."""
 
@@ -174,14 +177,27 @@ class ResponseCache:
         self._lookups: list[tuple[str, asyncio.Future[CachedResponse | None]]] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._unwritten: dict[str, CachedResponse] = {}
+        self._prefetched: dict[str, CachedResponse | None] = {}  # None: known to be absent
         self._write_queue: list[str] = []
         self._hit_queue: list[str] = []
         self._flush_task: asyncio.Task[None] | None = None
 
     # -- reading ---------------------------------------------------------
+    async def prefetch(self, hashes: list[str]) -> None:
+        """Look up many keys in one query ahead of their calls (a run's first
+        stage); each answer is used once, by the next `get` of its key."""
+        if len(self._prefetched) > PREFETCH_LIMIT:  # left by runs that were cancelled
+            self._prefetched.clear()
+        wanted = [h for h in dict.fromkeys(hashes) if h not in self._unwritten]
+        found = await self._get_many(wanted)
+        for config_hash in wanted:
+            self._prefetched[config_hash] = found.get(config_hash)
+
     async def get(self, config_hash: str) -> CachedResponse | None:
         found = self._unwritten.get(config_hash)
-        if found is None:
+        if found is None and config_hash in self._prefetched:
+            found = self._prefetched.pop(config_hash)
+        elif found is None:
             found = await self._lookup(config_hash)
         if found is None:
             self.misses += 1

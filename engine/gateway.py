@@ -50,6 +50,16 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def prefetch(self, calls: list[tuple[EndpointConfig, Messages, str, dict[str, Any], int]]) -> None:
+        """Look up the cached answers of many calls at once (see ResponseCache.prefetch)."""
+        hashes = [
+            compute_config_hash(
+                messages, model, params, None, sample_index=sample, endpoint_url=endpoint.base_url
+            )
+            for endpoint, messages, model, params, sample in calls
+        ]
+        await self.cache.prefetch(hashes)
+
     async def complete(
         self,
         endpoint: EndpointConfig,

@@ -312,6 +312,7 @@ class _Run:
         self.calls = self.cached_calls = self.scorer_errors = 0
         self.tokens_in = self.tokens_out = self.judge_tokens = 0
         self.call_latency_ms = 0.0
+        self.first_prompts: dict[tuple[int, Any], tuple[str, str, Messages]] = {}  # by item
         # Per item (by index in spec.items): each sample's weighted score, each scorer's values.
         self.weighted: dict[int, list[float]] = {}
         self.by_scorer: dict[str, dict[int, list[float]]] = {s.name: {} for s in spec.scorers}
@@ -336,9 +337,45 @@ class _Run:
 
     async def _run_jobs(self) -> None:
         spec = self.spec
+        await self._prefetch_first_stage()
         jobs = ((i, item, s) for i, item in enumerate(spec.items) for s in range(spec.repeats))
         workers = min(max(1, spec.item_concurrency), len(spec.items) * spec.repeats)
         await asyncio.gather(*(self._worker(jobs) for _ in range(workers)))
+
+    async def _prefetch_first_stage(self) -> None:
+        """The first stage's prompts depend on the item alone: render them now and
+        look up all their cached answers in one query instead of one per call
+        (with a client that can; others look each call up as it comes)."""
+        prefetch = getattr(self.llm, "prefetch", None)
+        plan = self.plans[0]
+        calls = []
+        for item in self.spec.items:
+            try:
+                self.first_prompts[item.position, item.id] = prompts = self._render(plan, item, "", {})
+            except Exception:  # _run_stage renders it again and fails the run with the cause
+                continue
+            calls += [
+                (plan.endpoint, prompts[2], plan.model, plan.params, s) for s in range(self.spec.repeats)
+            ]
+        if prefetch is not None and calls:
+            try:
+                await prefetch(calls)
+            except Exception:  # an optimisation: each call then looks itself up (and fails, if it must)
+                logger.exception(
+                    "Run %s: looking up the first stage's answers ahead failed", self.spec.run_id
+                )
+
+    def _render(
+        self, plan: StagePlan, item: Item, previous: str, outputs: dict[str, str]
+    ) -> tuple[str, str, Messages]:
+        # Reserved names win over dataset columns of the same name.
+        variables = {**item.input, "previous": previous, "stages": outputs}
+        system = render(plan.system, variables) if plan.system else ""
+        user = render(plan.user, variables)
+        messages: Messages = [{"role": "user", "content": user}]
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
+        return system, user, messages
 
     async def _worker(self, jobs: Iterator[tuple[int, Item, int]]) -> None:
         # Workers share one iterator, so each job is taken once; after a failure
@@ -374,14 +411,9 @@ class _Run:
     async def _run_stage(
         self, plan: StagePlan, item: Item, sample: int, previous: str, outputs: dict[str, str]
     ) -> StageOutcome:
-        # Reserved names win over dataset columns of the same name.
-        variables = {**item.input, "previous": previous, "stages": outputs}
         try:
-            system = render(plan.system, variables) if plan.system else ""
-            user = render(plan.user, variables)
-            messages: Messages = [{"role": "user", "content": user}]
-            if system:
-                messages.insert(0, {"role": "system", "content": system})
+            first = self.first_prompts.get((item.position, item.id)) if plan.index == 0 else None
+            system, user, messages = first or self._render(plan, item, previous, outputs)
             result = await self.llm.complete(
                 plan.endpoint, messages, plan.model, plan.params, sample_index=sample
             )

@@ -157,6 +157,22 @@ async def test_a_lookup_batch_is_capped() -> None:
 
 
 @pytest.mark.asyncio
+async def test_prefetched_keys_are_answered_without_another_lookup() -> None:
+    store = InMemoryCacheStore()
+    await store.put_many([("h1", make_cached("Paris"))])
+    cache = ResponseCache(store)
+    await cache.prefetch(["h1", "h2", "h1"])
+    assert store.get_many_calls == 1
+    found, absent = await asyncio.gather(cache.get("h1"), cache.get("h2"))
+    assert found is not None and found.text == "Paris" and absent is None
+    assert store.get_many_calls == 1 and (cache.hits, cache.misses) == (1, 1)
+    # Each prefetched answer serves one get: later ones ask the store, which may know more.
+    await store.put_many([("h2", make_cached("Lima"))])
+    later = await cache.get("h2")
+    assert later is not None and later.text == "Lima" and store.get_many_calls == 2
+
+
+@pytest.mark.asyncio
 async def test_an_answer_is_served_before_it_is_written() -> None:
     store = InMemoryCacheStore()
     cache = ResponseCache(store)

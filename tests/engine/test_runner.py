@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import engine.runner
-from engine.cache import ResponseCache
+from engine.cache import InMemoryCacheStore, ResponseCache
 from engine.events import InProcessEventBus
 from engine.gateway import Gateway
 from engine.runner import InMemoryResultSink, RunOutcome, RunSpec, plan_stages, run_single
@@ -448,3 +448,33 @@ async def test_a_failed_run_publishes_run_failed_without_bodies(stub: LLMStub) -
     failed = bus.recent(10)[-1]
     assert failed.type == "run.failed"
     assert all(isinstance(v, (int, float, type(None))) for v in failed.data.values())
+
+
+@pytest.mark.asyncio
+async def test_the_first_stage_of_every_item_is_looked_up_in_one_query(stub: LLMStub) -> None:
+    store = InMemoryCacheStore()
+    items = make_items(*(f"topic {n}" for n in range(12)))
+    spec = make_spec(stub, stages=TWO_STAGES[:1], items=items, scorers=[], item_concurrency=3, repeats=2)
+    async with Gateway(ResponseCache(store)) as gateway:
+        outcome, sink = await run(spec, gateway)
+    assert outcome.status == "completed" and outcome.calls == stub.calls == 24
+    assert store.get_many_calls == 1  # not one per wave of 3 items
+    assert [r.user_prompt for r in sink.stage_results].count("Draft about topic 3") == 2
+
+    # A re-run is answered from the cache, looked up the same way.
+    async with Gateway(ResponseCache(store)) as gateway:
+        again, _ = await run(spec, gateway)
+    assert again.cached_calls == again.calls == 24 and stub.calls == 24
+    assert store.get_many_calls == 2
+
+
+@pytest.mark.asyncio
+async def test_a_failed_lookup_ahead_only_costs_the_lookups(stub: LLMStub, caplog) -> None:
+    class BrokenPrefetch(Gateway):
+        async def prefetch(self, calls):
+            raise RuntimeError("store away")
+
+    async with BrokenPrefetch() as gateway:
+        outcome, _ = await run(make_spec(stub, scorers=[]), gateway)
+    assert outcome.status == "completed" and outcome.calls == 4
+    assert "looking up the first stage's answers ahead failed" in caplog.text
