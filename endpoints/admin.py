@@ -1,31 +1,13 @@
-from django import forms
 from django.contrib import admin
 
+from endpoints.forms import ApiKeyForm
 from endpoints.models import Endpoint
 
 
-class EndpointAdminForm(forms.ModelForm):
-    # Write-only: the stored key is never rendered back into the page.
-    api_key = forms.CharField(
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the current key.",
-    )
-    clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
-
+class EndpointAdminForm(ApiKeyForm):
     class Meta:
         model = Endpoint
         exclude = ["api_key_encrypted"]
-
-    def save(self, commit: bool = True) -> Endpoint:
-        endpoint = super().save(commit=False)
-        endpoint.change_api_key(
-            self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False)
-        )
-        if commit:
-            endpoint.save()
-        return endpoint
 
 
 @admin.register(Endpoint)

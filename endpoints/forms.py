@@ -5,8 +5,9 @@ from endpoints.serializers import EndpointSerializer
 from engine.adapters import ADAPTERS
 
 
-class EndpointForm(forms.ModelForm):
-    """The API key is write-only: never rendered back, blank keeps the stored one."""
+class ApiKeyForm(forms.ModelForm):
+    """An endpoint form (the UI's, the admin's) whose API key is write-only: never
+    rendered back, blank keeps the stored one."""
 
     api_key = forms.CharField(
         label="API key",
@@ -16,6 +17,18 @@ class EndpointForm(forms.ModelForm):
         help_text="Stored encrypted and never shown again. Leave blank to keep the current key.",
     )
     clear_api_key = forms.BooleanField(label="Clear the stored key", required=False)
+
+    def save(self, commit: bool = True) -> Endpoint:
+        endpoint = super().save(commit=False)
+        endpoint.change_api_key(
+            self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False)
+        )
+        if commit:
+            endpoint.save()
+        return endpoint
+
+
+class EndpointForm(ApiKeyForm):
     extra_headers = forms.JSONField(
         required=False,
         initial=dict,
@@ -67,12 +80,3 @@ class EndpointForm(forms.ModelForm):
             for field, messages in serializer.errors.items():
                 self.add_error(field if field in self.fields else None, [str(m) for m in messages])
         return data
-
-    def save(self, commit: bool = True) -> Endpoint:
-        endpoint = super().save(commit=False)
-        endpoint.change_api_key(
-            self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False)
-        )
-        if commit:
-            endpoint.save()
-        return endpoint

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.loopback import LoopbackHandler, LoopbackServer
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -60,7 +60,7 @@ class Fault:
     seconds: float = 0.0
 
 
-class LLMStub:
+class LLMStub(LoopbackServer):
     def __init__(
         self,
         responder: Responder = echo_responder,
@@ -81,33 +81,7 @@ class LLMStub:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------
-    def start(self) -> LLMStub:
-        handler = type("Handler", (_Handler,), {"stub": self})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> LLMStub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the stub first"
-        return self._server.server_address[1]
+        super().__init__()
 
     @property
     def base_url(self) -> str:
@@ -154,21 +128,10 @@ class LLMStub:
         return value / 1000.0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-
-class _Handler(BaseHTTPRequestHandler):
-    stub: LLMStub
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
+class _Handler(LoopbackHandler):
+    @property
+    def stub(self) -> LLMStub:
+        return self.server_owner
 
     # -- plumbing --------------------------------------------------------
     def _send(
@@ -314,6 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         self._send(200, sse.encode(), content_type="text/event-stream")
+
+
+LLMStub.handler_class = _Handler
 
 
 def main() -> None:

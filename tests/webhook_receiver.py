@@ -6,12 +6,11 @@ PromptLooper, not Nagle's algorithm.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from tests.loopback import LoopbackHandler, LoopbackServer
 
 
 @dataclass
@@ -21,7 +20,7 @@ class Received:
     path: str
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """`fail_next(2)` answers 500 twice, then 200 again; `hang_next()` never answers
     (until the receiver stops)."""
 
@@ -32,31 +31,15 @@ class WebhookReceiver:
         self._script: deque[int | None] = deque()  # a status, or None to hang
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> WebhookReceiver:
-        handler = type("Handler", (_Handler,), {"receiver": self})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
+        super().__init__()
 
     def stop(self) -> None:
         self._stopping.set()  # releases hanging handlers
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the receiver first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        return f"http://127.0.0.1:{self.port}/hook"
 
     @property
     def calls(self) -> int:
@@ -77,20 +60,10 @@ class WebhookReceiver:
             return self._script.popleft() if self._script else self.status
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    receiver: WebhookReceiver
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
+class _Handler(LoopbackHandler):
+    @property
+    def receiver(self) -> WebhookReceiver:
+        return self.server_owner
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -109,3 +82,6 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + reply)
         self.wfile.flush()
+
+
+WebhookReceiver.handler_class = _Handler
