@@ -10,14 +10,13 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 import yaml
-from django.db.models import Avg, F, QuerySet, Sum
+from django.db.models import Avg, Count, F, QuerySet, Sum
 from django.utils import timezone
 
-from endpoints.models import Endpoint
 from engine.runner import StagePlan, plan_stages
 from engine.types import EndpointConfig
 from experiments.models import Experiment
-from runs.bridge import stages_of
+from runs.bridge import all_endpoints, stages_of
 from runs.leaderboard import leaderboard, ranked_runs
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 
@@ -52,18 +51,11 @@ class ExportedConfig(TypedDict):
 
 
 # -- configs resolved -------------------------------------------------------------
-def keyless(endpoint: Endpoint) -> EndpointConfig:
-    """What planning needs of an endpoint: never the API key."""
-    return EndpointConfig(
-        name=endpoint.name, base_url=endpoint.base_url, default_model=endpoint.default_model
-    )
-
-
 def resolved_stages(experiment: Experiment, config: dict[str, Any]) -> list[StagePlan]:
     """Each stage with `config` applied; raises engine.runner.RunFailure if it cannot run."""
-    endpoints = {e.name: keyless(e) for e in Endpoint.objects.all()}
+    endpoints = all_endpoints(with_keys=False)
     own = experiment.endpoint
-    endpoint = keyless(own) if own else EndpointConfig(name="(none)", base_url="")
+    endpoint = endpoints[own.name] if own else EndpointConfig(name="(none)", base_url="")
     return plan_stages(stages_of(experiment), config, endpoint, endpoints)
 
 
@@ -174,7 +166,8 @@ def report_markdown(experiment: Experiment) -> str:
 
 
 def _runs_line(runs: QuerySet[Run]) -> str:
-    counts = {status: runs.filter(status=status).count() for status in RunStatus.values}
+    found = dict(runs.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    counts = {status: found.get(status, 0) for status in RunStatus.values}
     parts = [f"{n} {status}" for status, n in counts.items() if n]
     return f"{sum(counts.values())} runs" + (f" ({', '.join(parts)})." if parts else ".")
 
@@ -290,7 +283,7 @@ def _token_section(runs: QuerySet[Run]) -> str:
 
 def _timing_section(experiment: Experiment, runs: QuerySet[Run]) -> str:
     calls = StageResult.objects.filter(run__in=runs, cached=False)
-    p50, p95 = percentile(calls, "latency_ms", 0.50), percentile(calls, "latency_ms", 0.95)
+    p50, p95 = percentiles(calls, "latency_ms", (0.50, 0.95))
     lines = ["## Timing", ""]
     if p50 is None:
         lines.append("- Call latency: no calls yet.")
@@ -301,12 +294,13 @@ def _timing_section(experiment: Experiment, runs: QuerySet[Run]) -> str:
     return "\n".join(lines)
 
 
-def percentile(rows: QuerySet, field: str, q: float) -> float | None:
-    """The q-quantile of `field` (nearest rank), found by the database."""
+def percentiles(rows: QuerySet, field: str, qs: tuple[float, ...]) -> list[float | None]:
+    """The q-quantiles of `field` (nearest rank), each found by the database."""
     count = rows.count()
     if not count:
-        return None
-    return rows.order_by(field).values_list(field, flat=True)[round(q * (count - 1))]
+        return [None] * len(qs)
+    ordered = rows.order_by(field).values_list(field, flat=True)
+    return [ordered[round(q * (count - 1))] for q in qs]
 
 
 def _wall_time(sweep) -> str:

@@ -65,11 +65,12 @@ class DatabaseThreads:
 
 
 # -- rows -> engine ------------------------------------------------------
-def endpoint_config(endpoint: Endpoint) -> EndpointConfig:
+def endpoint_config(endpoint: Endpoint, with_key: bool = True) -> EndpointConfig:
+    """`with_key=False` for planning and previews: the key is not even decrypted."""
     return EndpointConfig(
         name=endpoint.name,
         base_url=endpoint.base_url,
-        api_key=endpoint.get_api_key(),
+        api_key=endpoint.get_api_key() if with_key else "",
         default_model=endpoint.default_model,
         embedding_model=endpoint.embedding_model,
         timeout_s=endpoint.timeout_s,
@@ -118,8 +119,8 @@ def input_item(variables: dict[str, Any]) -> Item:
     return Item(id=None, input=variables, reference=str(reference or ""))
 
 
-def all_endpoints() -> dict[str, EndpointConfig]:
-    return {e.name: endpoint_config(e) for e in Endpoint.objects.all()}
+def all_endpoints(with_keys: bool = True) -> dict[str, EndpointConfig]:
+    return {e.name: endpoint_config(e, with_keys) for e in Endpoint.objects.all()}
 
 
 def human_scores_of(run_ids: list[int]) -> dict[int, dict[Any, list[float]]]:

@@ -4,6 +4,7 @@ flag every worker reads between calls."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -34,9 +35,16 @@ STATE_OF_STATUS = {
 
 
 def redis_client():
+    # One client (and connection pool) per URL: every worker reads the flag
+    # every poll, and a fresh client would open a connection each time.
+    return _redis_client(settings.REDIS_URL)
+
+
+@functools.cache
+def _redis_client(url: str):
     import redis
 
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(url)  # its pool starts afresh in a forked child
 
 
 def set_flag(sweep_id: int, status: str) -> None:
