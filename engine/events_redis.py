@@ -110,11 +110,6 @@ class RedisEventBus:
 
 
 def _without_id(event: Event) -> dict[str, Any]:
-    return {
-        "type": event.type,
-        "experiment_id": event.experiment_id,
-        "sweep_id": event.sweep_id,
-        "run_id": event.run_id,
-        "data": event.data,
-        "ts": event.ts,
-    }
+    fields = event.to_dict()
+    del fields["id"]  # the script puts the id it takes first
+    return fields

@@ -510,13 +510,12 @@ class _Run:
         return records
 
     def outcome(self, wall_ms: float) -> RunOutcome:
-        per_item = [statistics.fmean(v) for v in self.weighted.values()]
-        spreads = [statistics.pstdev(v) for v in self.weighted.values() if len(v) > 1]
+        score, spread = summarize_samples(self.weighted)
         return RunOutcome(
             run_id=self.spec.run_id,
             status="failed" if self.error else "completed",
-            weighted_score=statistics.fmean(per_item) if per_item else None,
-            score_spread=statistics.fmean(spreads) if spreads else None,
+            weighted_score=score,
+            score_spread=spread,
             scorer_means={name: _mean_of_means(v) for name, v in self.by_scorer.items()},
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
@@ -528,6 +527,18 @@ class _Run:
             cached_calls=self.cached_calls,
             scorer_errors=self.scorer_errors,
         )
+
+
+def summarize_samples(per_item: dict[Any, list[float]]) -> tuple[float | None, float | None]:
+    """A run's weighted score and spread from each item's sample scores: the mean
+    over items of each item's mean, and the mean over items of the std over samples
+    (None with one sample). The runner and the leaderboard's recompute both use it."""
+    means = [statistics.fmean(v) for v in per_item.values() if v]
+    spreads = [statistics.pstdev(v) for v in per_item.values() if len(v) > 1]
+    return (
+        statistics.fmean(means) if means else None,
+        statistics.fmean(spreads) if spreads else None,
+    )
 
 
 def _mean_of_means(values: dict[int, list[float]]) -> float | None:

@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 from django.db import transaction
 from django.db.models import Avg, Case, Exists, F, FloatField, OuterRef, QuerySet, Subquery, Sum, Value, When
 
+from engine.runner import summarize_samples
 from engine.scorers.human import rating_to_score
 from experiments.models import Experiment
 from runs.models import Run, RunStatus, Score, ScoreSource
@@ -311,11 +312,7 @@ def recompute_weighted_score(run: Run) -> float | None:
         return run.weighted_score
     with transaction.atomic():
         _refresh_human_rows(run, name)
-        per_item = _weighted_samples(run, scorer_weights(run.experiment))
-        means = [statistics.fmean(v) for v in per_item.values()]
-        spreads = [statistics.pstdev(v) for v in per_item.values() if len(v) > 1]
-        score = statistics.fmean(means) if means else None
-        spread = statistics.fmean(spreads) if spreads else None
+        score, spread = summarize_samples(_weighted_samples(run, scorer_weights(run.experiment)))
         Run.objects.filter(pk=run.pk).update(weighted_score=score, score_spread=spread)
     run.weighted_score, run.score_spread = score, spread
     return score
