@@ -66,7 +66,6 @@ class MarkdownRenderer(renderers.BaseRenderer):
 
 class ExportRenderer(renderers.BaseRenderer):
     charset = "utf-8"
-    writer: Callable[[Any], str] = staticmethod(export.to_json)
 
     def render(
         self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
@@ -75,21 +74,23 @@ class ExportRenderer(renderers.BaseRenderer):
         if response is not None and response.status_code >= 400:  # an error, not an export
             body = renderers.JSONRenderer().render(data)
             return export.to_yaml(json.loads(body)).encode() if self.format == "yaml" else body
-        return self.writer(data).encode(self.charset)
+        writer, _ = export.FORMATS[self.format]
+        return writer(data).encode(self.charset)
 
 
 class ExportJSONRenderer(ExportRenderer):
-    media_type, format = "application/json", "json"
+    format = "json"
+    media_type = export.FORMATS[format][1]
 
 
 class ExportYAMLRenderer(ExportRenderer):
-    media_type, format = "application/yaml", "yaml"
-    writer = staticmethod(export.to_yaml)
+    format = "yaml"
+    media_type = export.FORMATS[format][1]
 
 
 class ExportEnvRenderer(ExportRenderer):
-    media_type, format = "text/plain", "env"
-    writer = staticmethod(export.to_env)
+    format = "env"
+    media_type = export.FORMATS[format][1]
 
 
 def dataset_upload(request: Request) -> tuple[bytes | str, str, str]:
@@ -239,8 +240,7 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         if best is None:
             raise NotFound("No completed, scored run yet: run a sweep first.")
         fmt = request.accepted_renderer.format
-        filename = f"promptlooper-{experiment.pk}-run-{best.pk}.{fmt}"
-        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        headers = {"Content-Disposition": f'attachment; filename="{export.export_filename(best, fmt)}"'}
         try:
             data = export.exported_config(best)
         except RunFailure as exc:  # the experiment changed since that run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 import yaml
@@ -121,6 +121,18 @@ def to_env(export: ExportedConfig) -> str:
         "# that contains ${...} needs dotenv_values(path, interpolate=False).\n"
     )
     return header + "".join(f"{ENV_PREFIX}{key}={env_quote(value)}\n" for key, value in values.items())
+
+
+# Each way to export a configuration: how to write it, and its media type.
+FORMATS: dict[str, tuple[Callable[[Any], str], str]] = {
+    "json": (to_json, "application/json"),
+    "yaml": (to_yaml, "application/yaml"),
+    "env": (to_env, "text/plain"),
+}
+
+
+def export_filename(run: Run, fmt: str) -> str:
+    return f"promptlooper-{run.experiment_id}-run-{run.pk}.{fmt}"
 
 
 def from_env(values: Mapping[str, str | None]) -> ExportedConfig:

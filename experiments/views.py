@@ -238,18 +238,11 @@ def dataset_import_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # -- exports and the report ------------------------------------------------------------
-EXPORT_FORMATS = {
-    "json": (export.to_json, "application/json"),
-    "yaml": (export.to_yaml, "application/yaml"),
-    "env": (export.to_env, "text/plain"),
-}
-
-
 @login_required
 def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """The best configuration (or `?run=<id>`'s) as a file, as the API exports it."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    if fmt not in EXPORT_FORMATS:
+    if fmt not in export.FORMATS:
         raise Http404("Export as json, yaml or env.")
     run_id = request.GET.get("run", "")
     if run_id:
@@ -259,13 +252,13 @@ def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     if run is None:
         raise Http404("No completed, scored run yet: run a sweep first.")
     try:
-        body = EXPORT_FORMATS[fmt][0](export.exported_config(run))
+        writer, media_type = export.FORMATS[fmt]
+        body = writer(export.exported_config(run))
     except RunFailure as exc:
         messages.error(request, f"Run #{run.pk} cannot be exported: {exc}")
         return redirect("ui:report", pk=pk)
-    response = HttpResponse(body, content_type=f"{EXPORT_FORMATS[fmt][1]}; charset=utf-8")
-    filename = f"promptlooper-{experiment.pk}-run-{run.pk}.{fmt}"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response = HttpResponse(body, content_type=f"{media_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{export.export_filename(run, fmt)}"'
     return response
 
 
