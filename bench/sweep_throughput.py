@@ -182,9 +182,14 @@ def recreate_postgres_db() -> None:
 def make_experiment(base_url: str, configs: int):
     from endpoints.models import Endpoint
     from experiments.models import DatasetItem, Experiment
+    from projects.models import Project
 
-    endpoint = Endpoint.objects.create(name="stub", base_url=base_url, default_model="stub-small")
+    project = Project.objects.create(name="bench")
+    endpoint = Endpoint.objects.create(
+        project=project, name="stub", base_url=base_url, default_model="stub-small"
+    )
     experiment = Experiment.objects.create(
+        project=project,
         name="bench",
         endpoint=endpoint,
         pipeline=[{"name": "answer", "system": "Be brief.", "user": "Capital of {{ country }}?"}],

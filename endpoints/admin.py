@@ -15,6 +15,7 @@ class EndpointAdmin(admin.ModelAdmin):
     form = EndpointAdminForm
     list_display = [
         "name",
+        "project",
         "base_url",
         "adapter",
         "default_model",
@@ -22,9 +23,9 @@ class EndpointAdmin(admin.ModelAdmin):
         "key_set",
         "updated_at",
     ]
-    list_filter = ["adapter"]
+    list_filter = ["project", "adapter"]
     search_fields = ["name", "base_url", "default_model"]
-    readonly_fields = ["key_set", "created_at", "updated_at"]
+    readonly_fields = ["key_set", "extra_header_names", "created_at", "updated_at"]
 
     @admin.display(boolean=True, description="API key set")
     def key_set(self, obj: Endpoint) -> bool:

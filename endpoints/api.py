@@ -11,6 +11,8 @@ from endpoints.models import Endpoint
 from endpoints.serializers import ConnectionReportSerializer, EndpointSerializer
 from engine.adapters import ConnectionReport, create_adapter
 from engine.types import EngineError
+from projects.api import ProjectScopedMixin
+from projects.models import Role
 from runs.bridge import endpoint_config
 
 TEST_TIMEOUT_S = 15.0
@@ -30,15 +32,19 @@ def test_connection(endpoint: Endpoint) -> ConnectionReport:
         # Sync views run outside any event loop (WSGI, or ASGI's worker thread).
         return asyncio.run(probe())
     except EngineError as exc:  # e.g. an adapter that is no longer installed
-        return ConnectionReport(ok=False, models=[], latency_ms=0.0, error=str(exc))
+        return ConnectionReport(ok=False, status=None, models=[], latency_ms=0.0, error=str(exc))
 
 
 test_connection.__test__ = False  # not a pytest test, whatever its name (endpoints/views.py uses it)
 
 
-class EndpointViewSet(viewsets.ModelViewSet):
+class EndpointViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
+    """Endpoints of your projects; admins manage them (and their keys), editors may test them."""
+
     queryset = Endpoint.objects.all()
     serializer_class = EndpointSerializer
+    write_role = Role.ADMIN
+    action_roles = {"test": Role.EDITOR}
 
     def destroy(self, request: Request, *args, **kwargs) -> Response:
         endpoint = self.get_object()

@@ -18,8 +18,16 @@ class ApiKeyForm(forms.ModelForm):
     )
     clear_api_key = forms.BooleanField(label="Clear the stored key", required=False)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The form writes base_url onto the instance while validating: remember where
+        # the stored secrets were entered, so a move to another host forgets them.
+        self.stored_base_url = self.instance.base_url
+
     def save(self, commit: bool = True) -> Endpoint:
         endpoint = super().save(commit=False)
+        new_url, endpoint.base_url = endpoint.base_url, self.stored_base_url
+        endpoint.move_to(new_url)
         endpoint.change_api_key(
             self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False)
         )
@@ -31,9 +39,9 @@ class ApiKeyForm(forms.ModelForm):
 class EndpointForm(ApiKeyForm):
     extra_headers = forms.JSONField(
         required=False,
-        initial=dict,
-        widget=forms.Textarea(attrs={"rows": 2, "class": "code"}),
-        help_text='A JSON object, e.g. {"X-Org": "research"}.',
+        widget=forms.Textarea(attrs={"rows": 2, "class": "code", "autocomplete": "off"}),
+        help_text='A JSON object, e.g. {"X-Org": "research"}. Stored encrypted and never shown '
+        "again: leave blank to keep the stored headers, {} to remove them.",
     )
 
     class Meta:
@@ -46,12 +54,15 @@ class EndpointForm(ApiKeyForm):
             "embedding_model",
             "timeout_s",
             "max_concurrency",
-            "extra_headers",
         ]
         labels = {"base_url": "Base URL", "timeout_s": "Timeout (seconds)"}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, project=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.project = project or self.instance.project
+        if self.instance.extra_header_names:
+            names = ", ".join(self.instance.extra_header_names)
+            self.fields["extra_headers"].help_text += f" Stored now: {names}."
         self.fields["adapter"] = forms.ChoiceField(
             choices=[(name, name) for name in sorted(ADAPTERS)],
             initial="openai",
@@ -60,11 +71,22 @@ class EndpointForm(ApiKeyForm):
         if self.instance.pk is None:
             del self.fields["clear_api_key"]
 
-    def clean_extra_headers(self) -> dict:
-        headers = self.cleaned_data.get("extra_headers") or {}
+    def clean_extra_headers(self) -> dict | None:
+        headers = self.cleaned_data.get("extra_headers")
+        if headers is None:  # blank: keep the stored headers
+            return None
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise forms.ValidationError('Give the headers as a JSON object of strings, e.g. {"X-Org": "a"}.')
         return headers
+
+    def save(self, commit: bool = True) -> Endpoint:
+        endpoint = super().save(commit=False)
+        endpoint.project = self.project
+        if self.cleaned_data.get("extra_headers") is not None:
+            endpoint.set_extra_headers(self.cleaned_data["extra_headers"])
+        if commit:
+            endpoint.save()
+        return endpoint
 
     def clean(self) -> dict:
         """The API's rules too (URL scheme, header names, limits): the same endpoint
@@ -75,7 +97,10 @@ class EndpointForm(ApiKeyForm):
         fields = [f for f in EndpointSerializer.Meta.fields if f in data and data[f] is not None]
         payload = {f: data[f] for f in fields if f != "api_key" or data[f]}
         instance = self.instance if self.instance.pk else None
-        serializer = EndpointSerializer(instance, data=payload, partial=instance is not None)
+        if instance is None:
+            payload["project"] = self.project.pk
+        context = {"project": self.project}  # the page has checked the role already
+        serializer = EndpointSerializer(instance, data=payload, partial=instance is not None, context=context)
         if not serializer.is_valid():
             for field, messages in serializer.errors.items():
                 self.add_error(field if field in self.fields else None, [str(m) for m in messages])

@@ -1,13 +1,30 @@
+import json
+from urllib.parse import urlsplit
+
 from django.core.validators import MinValueValidator
 from django.db import models
 
 from endpoints import crypto
 
 
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port spelled out: what a key is bound to."""
+    parts = urlsplit(url or "")
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port out of range: not the same place as any other
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
 class Endpoint(models.Model):
     """An OpenAI-compatible server (Ollama, vLLM, llama.cpp, OpenWebUI, OpenAI)."""
 
-    name = models.CharField(max_length=100, unique=True)
+    PROJECT_PATH = "project"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="endpoints")
+    name = models.CharField(max_length=100)
     base_url = models.URLField(max_length=500, help_text="e.g. http://127.0.0.1:11434/v1")
     adapter = models.CharField(max_length=50, default="openai")
     # Fernet ciphertext; the plaintext key is never stored. Use set_api_key().
@@ -18,12 +35,18 @@ class Endpoint(models.Model):
     max_concurrency = models.PositiveIntegerField(
         default=0, help_text="Calls this server serves at once; 0 = no limit of its own."
     )
-    extra_headers = models.JSONField(default=dict, blank=True)
+    # Fernet ciphertext of a JSON object: header values may carry keys too. Use set_extra_headers().
+    extra_headers_encrypted = models.TextField(blank=True, default="", editable=False)
+    # The names alone, readable without the key: what the API and the pages show.
+    extra_header_names = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="endpoint_name_unique_per_project")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -47,3 +70,24 @@ class Endpoint(models.Model):
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def set_extra_headers(self, headers: dict[str, str]) -> None:
+        headers = dict(headers or {})
+        self.extra_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
+        self.extra_header_names = sorted(headers)
+
+    def get_extra_headers(self) -> dict[str, str]:
+        if not self.extra_headers_encrypted:
+            return {}
+        return json.loads(crypto.decrypt(self.extra_headers_encrypted))
+
+    def move_to(self, base_url: str) -> bool:
+        """Point the endpoint at `base_url`. Secrets stay bound to where they were
+        entered: a new scheme, host or port forgets the stored key and headers
+        (returns True then), so nobody can send them to a server of their choosing."""
+        moved = bool(self.pk) and url_origin(base_url) != url_origin(self.base_url)
+        self.base_url = base_url
+        if moved:
+            self.set_api_key("")
+            self.set_extra_headers({})
+        return moved

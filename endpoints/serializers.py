@@ -4,14 +4,20 @@ from rest_framework import serializers
 
 from endpoints.models import Endpoint
 from engine.adapters import ADAPTERS
+from projects.models import Role
+from projects.serializers import ProjectOwnedSerializer
 
 # RFC 9110 token characters: anything else in a header name is refused by servers, or worse.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-class EndpointSerializer(serializers.ModelSerializer):
-    """The key is write-only: responses say `has_api_key`, never the key, not even encrypted.
-    Leaving `api_key` out of an update keeps the key; `""` clears it."""
+class EndpointSerializer(ProjectOwnedSerializer):
+    """The key and the extra headers are write-only: responses say `has_api_key` and
+    `extra_header_names`, never a secret, not even encrypted. Leaving `api_key` out
+    of an update keeps the key; `""` clears it. A new scheme, host or port in
+    `base_url` clears the stored key and headers unless the same request sets them."""
+
+    create_role = Role.ADMIN
 
     api_key = serializers.CharField(
         write_only=True,
@@ -27,13 +33,18 @@ class EndpointSerializer(serializers.ModelSerializer):
     timeout_s = serializers.FloatField(min_value=0.1, max_value=3600, default=60.0)
     max_concurrency = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
     extra_headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, max_length=4000), required=False
+        child=serializers.CharField(allow_blank=True, max_length=4000, trim_whitespace=False),
+        required=False,
+        write_only=True,
+        help_text="Sent with every call; stored encrypted, never returned (see extra_header_names).",
     )
+    extra_header_names = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Endpoint
         fields = [
             "id",
+            "project",
             "name",
             "base_url",
             "adapter",
@@ -44,9 +55,24 @@ class EndpointSerializer(serializers.ModelSerializer):
             "timeout_s",
             "max_concurrency",
             "extra_headers",
+            "extra_header_names",
             "created_at",
             "updated_at",
         ]
+        validators = []  # the name is unique per project: checked in validate()
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        project, name = self.target_project(attrs), attrs.get("name")
+        if project is not None and name is not None:
+            taken = Endpoint.objects.filter(project=project, name=name)
+            if self.instance is not None:
+                taken = taken.exclude(pk=self.instance.pk)
+            if taken.exists():
+                raise serializers.ValidationError(
+                    {"name": [f"The project already has an endpoint '{name}'."]}
+                )
+        return attrs
 
     def validate_base_url(self, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
@@ -65,14 +91,20 @@ class EndpointSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data: dict) -> Endpoint:
         api_key = validated_data.pop("api_key", "")
+        headers = validated_data.pop("extra_headers", {})
         endpoint = Endpoint(**validated_data)
         endpoint.set_api_key(api_key)
+        endpoint.set_extra_headers(headers)
         endpoint.save()
         return endpoint
 
     def update(self, instance: Endpoint, validated_data: dict) -> Endpoint:
+        if "base_url" in validated_data:
+            instance.move_to(validated_data.pop("base_url"))
         if "api_key" in validated_data:
             instance.set_api_key(validated_data.pop("api_key"))
+        if "extra_headers" in validated_data:
+            instance.set_extra_headers(validated_data.pop("extra_headers"))
         for name, value in validated_data.items():
             setattr(instance, name, value)
         instance.save()
@@ -81,6 +113,7 @@ class EndpointSerializer(serializers.ModelSerializer):
 
 class ConnectionReportSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
+    status = serializers.IntegerField(allow_null=True, help_text="The HTTP status of a refusal.")
     models = serializers.ListField(child=serializers.CharField())
     latency_ms = serializers.FloatField()
     error = serializers.CharField(allow_null=True)

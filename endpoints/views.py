@@ -3,35 +3,46 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST, require_safe
 
 from endpoints.api import test_connection
 from endpoints.forms import EndpointForm
 from endpoints.models import Endpoint
+from projects.access import check_role, get_for_user
+from projects.models import Role
+from projects.views import current_project, require_current_project
 
 
 @login_required
+@require_safe
 def endpoint_list(request: HttpRequest) -> HttpResponse:
-    endpoints = Endpoint.objects.all()
-    return render(request, "endpoints/list.html", {"endpoints": endpoints, "nav": "endpoints"})
+    project = current_project(request)
+    endpoints = Endpoint.objects.filter(project=project) if project else Endpoint.objects.none()
+    context = {"endpoints": endpoints, "project": project, "nav": "endpoints"}
+    return render(request, "endpoints/list.html", context)
 
 
 @login_required
 def endpoint_create(request: HttpRequest) -> HttpResponse:
-    return _edit(request, Endpoint())
+    project = require_current_project(request)
+    check_role(project.member_role, Role.ADMIN)
+    return _edit(request, Endpoint(project=project))
 
 
 @login_required
 def endpoint_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    return _edit(request, get_object_or_404(Endpoint, pk=pk))
+    return _edit(request, get_for_user(Endpoint, request.user, Role.ADMIN, pk=pk))
 
 
 def _edit(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
     form = EndpointForm(request.POST or None, instance=endpoint)
     if request.method == "POST" and form.is_valid():
+        had_key = endpoint.pk and Endpoint.objects.get(pk=endpoint.pk).has_api_key
         endpoint = form.save()
         messages.success(request, f"Saved endpoint '{endpoint.name}'.")
+        if had_key and not endpoint.has_api_key and not form.cleaned_data.get("clear_api_key"):
+            messages.warning(request, "The base URL moved to another host: the stored key was cleared.")
         return redirect("ui:endpoint_edit", pk=endpoint.pk)
     context = {"form": form, "endpoint": endpoint, "nav": "endpoints"}
     return render(request, "endpoints/edit.html", context)
@@ -40,7 +51,7 @@ def _edit(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
 @login_required
 @require_POST
 def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
-    endpoint = get_object_or_404(Endpoint, pk=pk)
+    endpoint = get_for_user(Endpoint, request.user, Role.EDITOR, pk=pk)
     report = test_connection(endpoint)
     if report["ok"]:
         models = ", ".join(report["models"]) or "none listed"
@@ -49,6 +60,6 @@ def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
         )
     else:
         messages.error(request, f"Could not connect to '{endpoint.name}': {report['error']}")
-    if request.POST.get("next") == "list":
+    if request.POST.get("next") == "list" or endpoint.member_role != Role.ADMIN:
         return redirect("ui:endpoint_list")
     return redirect("ui:endpoint_edit", pk=pk)

@@ -41,8 +41,10 @@ def compute_config_hash(
     *,
     sample_index: int = 0,
     endpoint_url: str = "",
+    namespace: str = "",
 ) -> str:
-    """SHA-256 of the canonical JSON of everything that decides the answer."""
+    """SHA-256 of the canonical JSON of everything that decides the answer, within
+    `namespace` (a project's: another project's identical call gets another key)."""
     key = {
         "prompt": prompt,
         "model": model,
@@ -51,6 +53,8 @@ def compute_config_hash(
         "sample": sample_index,
         "endpoint": normalise_base_url(endpoint_url) if endpoint_url else "",
     }
+    if namespace:  # absent rather than "": keys cached before namespaces existed stay valid
+        key["namespace"] = namespace
     blob = json.dumps(_canonical(key), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

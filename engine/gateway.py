@@ -22,6 +22,20 @@ async def _admit_all() -> AsyncIterator[None]:
     yield
 
 
+def call_hash(
+    endpoint: EndpointConfig, messages: Messages, model: str, params: dict[str, Any], sample: int
+) -> str:
+    return compute_config_hash(
+        messages,
+        model,
+        params,
+        None,
+        sample_index=sample,
+        endpoint_url=endpoint.base_url,
+        namespace=endpoint.cache_namespace,
+    )
+
+
 class Gateway:
     def __init__(
         self,
@@ -52,12 +66,7 @@ class Gateway:
 
     async def prefetch(self, calls: list[tuple[EndpointConfig, Messages, str, dict[str, Any], int]]) -> None:
         """Look up the cached answers of many calls at once (see ResponseCache.prefetch)."""
-        hashes = [
-            compute_config_hash(
-                messages, model, params, None, sample_index=sample, endpoint_url=endpoint.base_url
-            )
-            for endpoint, messages, model, params, sample in calls
-        ]
+        hashes = [call_hash(*call) for call in calls]
         await self.cache.prefetch(hashes)
 
     async def complete(
@@ -68,9 +77,7 @@ class Gateway:
         params: dict[str, Any],
         sample_index: int = 0,
     ) -> CallResult:
-        config_hash = compute_config_hash(
-            messages, model, params, None, sample_index=sample_index, endpoint_url=endpoint.base_url
-        )
+        config_hash = call_hash(endpoint, messages, model, params, sample_index)
         metadata = {
             "endpoint": endpoint.name,
             "params": {k: v for k, v in params.items() if k not in UNHASHED_PARAMS},

@@ -23,9 +23,13 @@ class EngineError(Exception):
 class AdapterError(EngineError):
     """An LLM call failed; the message names the endpoint, status and body excerpt."""
 
-    def __init__(self, message: str, permanent: bool = False, status: int | None = None):
+    def __init__(
+        self, message: str, permanent: bool = False, status: int | None = None, public: str | None = None
+    ):
         super().__init__(message, permanent=permanent)
         self.status = status
+        # The message without any response body (see ConnectionReport).
+        self.public = message if public is None else public
 
 
 class TemplateError(EngineError):
@@ -47,6 +51,9 @@ class EndpointConfig:
     max_concurrency: int = 0  # 0 = no limit of the endpoint's own
     extra_headers: dict[str, str] = field(default_factory=dict)
     adapter: str = "openai"
+    # Part of every cache key of calls through this endpoint: answers cached under one
+    # namespace never answer another (one per project; "" = shared).
+    cache_namespace: str = ""
 
 
 @dataclass

@@ -20,8 +20,8 @@ class SweepInline(admin.TabularInline):
 
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ["name", "endpoint", "stage_count", "item_count", "created_by", "updated_at"]
-    list_filter = ["endpoint", "created_at"]
+    list_display = ["name", "project", "endpoint", "stage_count", "item_count", "created_by", "updated_at"]
+    list_filter = ["project", "endpoint", "created_at"]
     search_fields = ["name", "description"]
     list_select_related = ["endpoint", "created_by"]
     inlines = [DatasetItemInline, SweepInline]

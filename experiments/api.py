@@ -24,7 +24,7 @@ from experiments.serializers import (
     ExportedConfigSerializer,
     ReportSerializer,
 )
-from runs.api import Conflict
+from projects.api import Conflict, ProjectScopedMixin
 from runs.serializers import (
     SweepEstimateSerializer,
     SweepLaunchSerializer,
@@ -105,11 +105,15 @@ def dataset_upload(request: Request) -> tuple[bytes | str, str, str]:
     return upload.read(), upload.name or "", upload.content_type or ""
 
 
-class ExperimentViewSet(viewsets.ModelViewSet):
+class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
+    """Experiments of your projects: viewers read them, their exports and reports;
+    editors change them, their datasets and their sweeps."""
+
+    queryset = Experiment.objects.select_related("created_by")
     serializer_class = ExperimentSerializer
 
     def get_queryset(self) -> QuerySet[Experiment]:
-        experiments = Experiment.objects.select_related("created_by")
+        experiments = super().get_queryset()
         if self.action == "list":
             return experiments.annotate(dataset_size=Count("items")).order_by("-updated_at", "-id")
         if self.action in ("retrieve", "update", "partial_update"):

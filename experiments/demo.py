@@ -1,12 +1,16 @@
 """The demo experiment a newcomer finds after `make run`: capitals of the world,
 answered by the bundled local model under three prompts and three temperatures."""
 
+from typing import Any
+
 from django.db import transaction
 
 from endpoints.models import Endpoint
 from experiments.models import DatasetItem, Experiment
+from projects.models import Project, Role
 
 DEMO_NAME = "Demo: capitals of the world"
+DEMO_PROJECT = "Demo"
 
 CAPITALS = [
     ("France", "Paris"),
@@ -68,13 +72,25 @@ def demo_definition() -> dict:
     }
 
 
+def demo_project(admin: Any = None) -> Project:
+    """The project "Demo" (made once), administered by `admin` when given."""
+    project = Project.objects.filter(name=DEMO_PROJECT).order_by("id").first()
+    if project is None:
+        project = Project.objects.create(name=DEMO_PROJECT)
+    if admin is not None:
+        project.memberships.update_or_create(user=admin, defaults={"role": Role.ADMIN})
+    return project
+
+
 @transaction.atomic
-def load_demo(endpoint: Endpoint | None) -> tuple[Experiment, bool]:
-    """Create the demo experiment once; returns (experiment, created)."""
-    existing = Experiment.objects.filter(name=DEMO_NAME).first()
+def load_demo(endpoint: Endpoint | None, project: Project | None = None) -> tuple[Experiment, bool]:
+    """Create the demo experiment once in its project (the endpoint's, else "Demo");
+    returns (experiment, created)."""
+    project = endpoint.project if endpoint else (project or demo_project())
+    existing = Experiment.objects.filter(project=project, name=DEMO_NAME).first()
     if existing:
         return existing, False
-    experiment = Experiment(endpoint=endpoint, **demo_definition())
+    experiment = Experiment(project=project, endpoint=endpoint, **demo_definition())
     experiment.full_clean()
     experiment.save()
     DatasetItem.objects.bulk_create(

@@ -53,7 +53,7 @@ class ExportedConfig(TypedDict):
 # -- configs resolved -------------------------------------------------------------
 def resolved_stages(experiment: Experiment, config: dict[str, Any]) -> list[StagePlan]:
     """Each stage with `config` applied; raises engine.runner.RunFailure if it cannot run."""
-    endpoints = all_endpoints(with_keys=False)
+    endpoints = all_endpoints(experiment.project_id, with_keys=False)
     own = experiment.endpoint
     endpoint = endpoints[own.name] if own else EndpointConfig(name="(none)", base_url="")
     return plan_stages(stages_of(experiment), config, endpoint, endpoints)

@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from endpoints.models import Endpoint
 from engine.scorers import SCORERS
 from engine.templates import template_variables
 from engine.types import EngineError
@@ -114,7 +115,7 @@ class BaseStageFormSet(LabelledFormSet):
         return [form.as_stage() for form in self.ordered_forms if form.cleaned_data]
 
     def clean(self) -> None:
-        if any(self.errors):
+        if any(self.errors) or self.non_form_errors():  # e.g. a post without the management form
             return
         try:
             validate_pipeline(self.pipeline())
@@ -289,6 +290,8 @@ class ExperimentEditor:
             "endpoint": instance.endpoint_id,
         }
         self.form = ExperimentForm(data, initial=initial)
+        # Only the experiment's own project's endpoints can be chosen.
+        self.form.fields["endpoint"].queryset = Endpoint.objects.filter(project_id=instance.project_id)
         self.stages = StageFormSet(data, initial=instance.pipeline or None, prefix="stages")
         self.parameters = ParameterFormSet(
             data, initial=space_initial(instance.parameter_space), prefix="params"

@@ -14,6 +14,9 @@ class ExperimentFrozen(Exception):
 class Experiment(models.Model):
     """A pipeline of prompt stages, a dataset, a parameter space and weighted scorers."""
 
+    PROJECT_PATH = "project"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="experiments")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     endpoint = models.ForeignKey(
@@ -81,6 +84,8 @@ class Experiment(models.Model):
 
 
 class DatasetItem(models.Model):
+    PROJECT_PATH = "experiment__project"
+
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField(default=0)
     input = models.JSONField(default=dict, help_text="Template variables for this row.")
@@ -126,6 +131,8 @@ FINISHED_SWEEP_STATUSES = (
 
 
 class Sweep(models.Model):
+    PROJECT_PATH = "experiment__project"
+
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="sweeps")
     type = models.CharField(max_length=10, choices=SweepType.choices, default=SweepType.GRID)
     # parameter_space, n_samples, seed, repeats, ... as requested at launch

@@ -14,6 +14,7 @@ from endpoints.models import Endpoint
 from experiments.dataset_import import FORMATS, MODES, has_nul, write_rows
 from experiments.models import Experiment
 from experiments.validation import validate_experiment
+from projects.serializers import ProjectOwnedSerializer
 
 SPACE_VALUES = {
     "oneOf": [
@@ -95,11 +96,12 @@ class DatasetRowSerializer(serializers.Serializer):
         return value
 
 
-class ExperimentSerializer(serializers.ModelSerializer):
-    """Writing `dataset` replaces the experiment's rows; leaving it out keeps them."""
+class ExperimentSerializer(ProjectOwnedSerializer):
+    """Writing `dataset` replaces the experiment's rows; leaving it out keeps them.
+    The endpoint must be one of the experiment's own project."""
 
     endpoint = serializers.PrimaryKeyRelatedField(
-        queryset=Endpoint.objects.all(), allow_null=True, required=False
+        queryset=Endpoint.objects.none(), allow_null=True, required=False
     )
     pipeline = PipelineField()
     parameter_space = ParameterSpaceField(required=False)
@@ -112,6 +114,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         model = Experiment
         fields = [
             "id",
+            "project",
             "name",
             "description",
             "endpoint",
@@ -130,8 +133,22 @@ class ExperimentSerializer(serializers.ModelSerializer):
         annotated = getattr(experiment, "dataset_size", None)
         return annotated if annotated is not None else experiment.items.count()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint"].queryset = Endpoint.objects.filter(project__in=self.my_projects())
+
     def validate(self, attrs: dict) -> dict:
-        current = self.instance
+        attrs = super().validate(attrs)
+        current, project = self.instance, self.target_project(attrs)
+        endpoint = attrs.get("endpoint")
+        if endpoint is not None and project is not None and endpoint.project_id != project.pk:
+            raise serializers.ValidationError(
+                {
+                    "endpoint": [
+                        f"Endpoint '{endpoint.name}' belongs to another project; use one of this project's."
+                    ]
+                }
+            )
         try:
             validate_experiment(
                 attrs.get("pipeline", current.pipeline if current else []),

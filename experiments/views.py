@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from engine.runner import RunFailure
 from engine.scorers import SCORERS
@@ -28,6 +28,9 @@ from experiments.forms import (
 )
 from experiments.models import ACTIVE_SWEEP_STATUSES, DatasetItem, Experiment, ExperimentFrozen, Sweep
 from experiments.validation import check_template
+from projects.access import check_role, get_for_user
+from projects.models import Role
+from projects.views import current_project, require_current_project
 from runs.models import Run, RunStatus
 
 PREVIEW_ROWS = 20
@@ -35,12 +38,26 @@ IMPORT_SESSION_KEY = "dataset-import-{}"
 LINE_RE = re.compile(r"line (\d+)")
 
 
+def experiment_for(request: HttpRequest, pk: int, role: str = Role.VIEWER) -> Experiment:
+    """The user's experiment: 404 outside their projects, 403 below `role`."""
+    queryset = Experiment.objects.select_related("endpoint", "project")
+    return get_for_user(queryset, request.user, role, pk=pk)
+
+
+def role_for(request: HttpRequest) -> str:
+    """Reading a page needs a viewer; posting to it (a change) an editor."""
+    return Role.EDITOR if request.method == "POST" else Role.VIEWER
+
+
 @login_required
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
+    project = current_project(request)
     finished = Q(runs__status=RunStatus.COMPLETED)
     last_sweep = Sweep.objects.filter(experiment=OuterRef("pk")).order_by("-created_at")
     experiments = (
-        Experiment.objects.select_related("endpoint")
+        Experiment.objects.filter(project=project)
+        .select_related("endpoint")
         .annotate(best_score=Max("runs__weighted_score", filter=finished))
         .annotate(last_sweep_status=Subquery(last_sweep.values("status")[:1]))
         .prefetch_related(
@@ -50,17 +67,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         )
     )
     recent_runs = (
-        Run.objects.filter(status__in=(RunStatus.COMPLETED, RunStatus.FAILED))
+        Run.objects.filter(experiment__project=project, status__in=(RunStatus.COMPLETED, RunStatus.FAILED))
         .select_related("experiment")
         .order_by("-finished_at", "-id")[:10]
     )
-    context = {"experiments": experiments, "recent_runs": recent_runs, "nav": "dashboard"}
+    context = {"experiments": experiments, "recent_runs": recent_runs, "project": project, "nav": "dashboard"}
     return render(request, "experiments/dashboard.html", context)
 
 
 @login_required
+@require_safe
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment.objects.select_related("endpoint"), pk=pk)
+    experiment = experiment_for(request, pk)
     context = {
         "experiment": experiment,
         "tab": "overview",
@@ -83,12 +101,14 @@ def scorer_rows(scorers: list[dict]) -> list[dict]:
 # -- editor ------------------------------------------------------------------------
 @login_required
 def experiment_create(request: HttpRequest) -> HttpResponse:
-    return _editor(request, Experiment())
+    project = require_current_project(request)
+    check_role(project.member_role, Role.EDITOR)
+    return _editor(request, Experiment(project=project))
 
 
 @login_required
 def experiment_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    return _editor(request, get_object_or_404(Experiment, pk=pk))
+    return _editor(request, experiment_for(request, pk, Role.EDITOR))
 
 
 def _editor(request: HttpRequest, experiment: Experiment) -> HttpResponse:
@@ -141,7 +161,7 @@ def check_template_view(request: HttpRequest) -> JsonResponse:
 # -- dataset --------------------------------------------------------------------------
 @login_required
 def dataset(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk, role_for(request))
     variables = experiment.dataset_variables()
     form = DatasetItemForm(
         request.POST or None, variables=variables, instance=DatasetItem(experiment=experiment)
@@ -176,7 +196,10 @@ def changeable(request: HttpRequest, experiment: Experiment) -> bool:
 
 @login_required
 def dataset_item_edit(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
-    item = get_object_or_404(DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment_id=pk)
+    experiment = experiment_for(request, pk, Role.EDITOR)
+    item = get_object_or_404(
+        DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment=experiment
+    )
     variables = sorted(set(item.experiment.dataset_variables()) | set(item.input or {}))
     form = DatasetItemForm(request.POST or None, variables=variables, instance=item)
     if request.method == "POST" and form.is_valid() and changeable(request, item.experiment):
@@ -190,7 +213,10 @@ def dataset_item_edit(request: HttpRequest, pk: int, item_pk: int) -> HttpRespon
 @login_required
 @require_POST
 def dataset_item_delete(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
-    item = get_object_or_404(DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment_id=pk)
+    experiment = experiment_for(request, pk, Role.EDITOR)
+    item = get_object_or_404(
+        DatasetItem.objects.select_related("experiment"), pk=item_pk, experiment=experiment
+    )
     if changeable(request, item.experiment):
         item.delete()
         messages.success(request, f"Deleted row #{item.position}.")
@@ -201,7 +227,7 @@ def dataset_item_delete(request: HttpRequest, pk: int, item_pk: int) -> HttpResp
 @require_POST
 def dataset_import(request: HttpRequest, pk: int) -> HttpResponse:
     """Upload → preview. The parsed rows wait in the session until confirmed."""
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk, Role.EDITOR)
     form = DatasetImportForm(request.POST, request.FILES)
     if not form.is_valid():
         context = {"experiment": experiment, "tab": "dataset", "import_form": form, "preview": None}
@@ -225,7 +251,7 @@ def dataset_import(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def dataset_import_confirm(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk, Role.EDITOR)
     pending = request.session.pop(IMPORT_SESSION_KEY.format(pk), None)
     if not pending:
         messages.error(request, "Nothing to import: upload the file again.")
@@ -239,9 +265,10 @@ def dataset_import_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 
 # -- exports and the report ------------------------------------------------------------
 @login_required
+@require_safe
 def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """The best configuration (or `?run=<id>`'s) as a file, as the API exports it."""
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk)
     if fmt not in export.FORMATS:
         raise Http404("Export as json, yaml or env.")
     run_id = request.GET.get("run", "")
@@ -263,8 +290,9 @@ def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def report(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk)
     markdown = export.report_markdown(experiment)
     context = {
         "experiment": experiment,

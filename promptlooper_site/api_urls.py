@@ -11,10 +11,12 @@ from rest_framework.routers import DefaultRouter
 
 from endpoints.api import EndpointViewSet
 from experiments.api import ExperimentViewSet
+from projects.api import ProjectViewSet
 from runs.api import CacheViewSet, RunViewSet, SweepViewSet
 from webhooks.api import WebhookViewSet
 
 router = DefaultRouter()
+router.register("projects", ProjectViewSet, basename="project")
 router.register("endpoints", EndpointViewSet, basename="endpoint")
 router.register("experiments", ExperimentViewSet, basename="experiment")
 router.register("sweeps", SweepViewSet, basename="sweep")

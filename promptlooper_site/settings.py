@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI served from our static files, no CDN
     "channels",
     "django_rq",
+    "projects",
     "endpoints",
     "experiments",
     "runs",
@@ -85,6 +86,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "projects.context_processors.projects",
             ],
         },
     },
@@ -143,6 +145,9 @@ MAX_SWEEP_RUNS = envint("MAX_SWEEP_RUNS", "10000")
 SWEEP_WORKERS = envint("SWEEP_WORKERS", "4" if REDIS_URL else "1")
 # A running run whose worker has not been heard from for this long is taken back.
 SWEEP_STALE_AFTER_S = envint("SWEEP_STALE_AFTER_S", "60")
+# Each project's answers are cached apart, so one team cannot learn another's outputs
+# by sending the same prompt. A single team may share one cache across its projects.
+CACHE_SHARED_ACROSS_PROJECTS = envbool("CACHE_SHARED_ACROSS_PROJECTS", "false")
 # Webhook destinations on loopback/private/link-local addresses are refused unless allowed.
 WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", "10")

@@ -4,12 +4,18 @@ from django.urls import path
 
 from endpoints import views as endpoints
 from experiments import views as experiments
+from projects import views as projects
 from runs import views as runs
 
 app_name = "ui"
 
 urlpatterns = [
     path("", experiments.dashboard, name="dashboard"),
+    # projects
+    path("projects/", projects.project_list, name="project_list"),
+    path("projects/switch/", projects.switch_project, name="switch_project"),
+    path("projects/<int:pk>/members/", projects.members, name="members"),
+    path("projects/<int:pk>/members/<int:user_id>/", projects.member_change, name="member_change"),
     # endpoints
     path("endpoints/", endpoints.endpoint_list, name="endpoint_list"),
     path("endpoints/new/", endpoints.endpoint_create, name="endpoint_create"),

@@ -2,22 +2,24 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F, QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from engine.sweep import config_key
 from experiments.models import Experiment, Sweep
+from projects.access import get_for_user, visible
+from projects.api import Conflict, ProjectScopedMixin
+from projects.models import Project
 from runs.bridge import cache_table_stats
 from runs.leaderboard import RatingRefused, leaderboard, record_rating
 from runs.models import Run
 from runs.queue import enqueue
 from runs.serializers import (
     ORDERINGS,
+    CacheStatsQuerySerializer,
     CacheStatsSerializer,
     LeaderboardQuerySerializer,
     LeaderboardSerializer,
@@ -31,12 +33,6 @@ from runs.serializers import (
     SweepSerializer,
 )
 from runs.tasks import execute_run
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The object is not in a state that allows this."
-    default_code = "conflict"
 
 
 def query(serializer_class: type, request: Request) -> dict[str, Any]:
@@ -77,10 +73,22 @@ def start_adhoc_run(experiment: Experiment, config: dict, input: dict | None = N
 
 
 class RunViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+    ProjectScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
 ):
+    """Runs of your projects' experiments; editors start ad-hoc runs and rate."""
+
     queryset = Run.objects.all()
     serializer_class = RunSerializer
+
+    def project_of_new(self, request: Request) -> Project | None:
+        experiment = request.data.get("experiment") if hasattr(request.data, "get") else None
+        if not str(experiment).isdigit():
+            return None
+        return visible(Project.objects.filter(experiments=experiment), request.user).first()
 
     def get_serializer_class(self) -> type:
         return {"retrieve": RunDetailSerializer, "create": RunCreateSerializer}.get(
@@ -88,7 +96,7 @@ class RunViewSet(
         )
 
     def get_queryset(self) -> QuerySet[Run]:
-        runs = Run.objects.all()
+        runs = super().get_queryset()
         if self.action == "retrieve":
             return runs.prefetch_related("stage_results", "scores__author")
         if self.action == "score":
@@ -103,7 +111,7 @@ class RunViewSet(
 
     @extend_schema(request=RunCreateSerializer, responses={202: RunSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = RunCreateSerializer(data=request.data)
+        serializer = RunCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         run = start_adhoc_run(**serializer.validated_data)
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
@@ -125,14 +133,14 @@ class RunViewSet(
     @action(detail=False, methods=["get"], pagination_class=None)
     def leaderboard(self, request: Request) -> Response:
         params = query(LeaderboardQuerySerializer, request)
-        experiment = get_object_or_404(Experiment, pk=params["experiment"])
+        experiment = get_for_user(Experiment, request.user, pk=params["experiment"])
         rows = leaderboard(experiment, n=params["n"], sweep_id=params.get("sweep"))
         data = {"experiment": experiment.pk, "sweep": params.get("sweep"), "results": rows}
         return Response(LeaderboardSerializer(data).data)
 
 
 # -- sweeps -------------------------------------------------------------------------
-class SweepViewSet(viewsets.ReadOnlyModelViewSet):
+class SweepViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Sweep.objects.all()
     serializer_class = SweepSerializer
 
@@ -148,7 +156,14 @@ class SweepViewSet(viewsets.ReadOnlyModelViewSet):
 
 # -- the response cache -------------------------------------------------------------
 class CacheViewSet(viewsets.ViewSet):
-    @extend_schema(responses=CacheStatsSerializer)
+    @extend_schema(parameters=[CacheStatsQuerySerializer], responses=CacheStatsSerializer)
     @action(detail=False, methods=["get"])
     def stats(self, request: Request) -> Response:
-        return Response(CacheStatsSerializer(cache_table_stats()).data)
+        """Figures of the answers your projects' calls cached (or of `?project=` alone)."""
+        params = query(CacheStatsQuerySerializer, request)
+        projects = visible(Project.objects.all(), request.user)
+        if "project" in params:
+            projects = [get_for_user(projects, request.user, pk=params["project"]).pk]
+        else:
+            projects = projects.values("pk")
+        return Response(CacheStatsSerializer(cache_table_stats(projects)).data)

@@ -75,8 +75,9 @@ def endpoint_config(endpoint: Endpoint, with_key: bool = True) -> EndpointConfig
         embedding_model=endpoint.embedding_model,
         timeout_s=endpoint.timeout_s,
         max_concurrency=endpoint.max_concurrency,
-        extra_headers=dict(endpoint.extra_headers or {}),
+        extra_headers=endpoint.get_extra_headers() if with_key else {},
         adapter=endpoint.adapter,
+        cache_namespace=endpoint.project.effective_cache_namespace(),
     )
 
 
@@ -119,8 +120,10 @@ def input_item(variables: dict[str, Any]) -> Item:
     return Item(id=None, input=variables, reference=str(reference or ""))
 
 
-def all_endpoints(with_keys: bool = True) -> dict[str, EndpointConfig]:
-    return {e.name: endpoint_config(e, with_keys) for e in Endpoint.objects.all()}
+def all_endpoints(project_id: int, with_keys: bool = True) -> dict[str, EndpointConfig]:
+    """The endpoints a project's experiments may call, by name: its own, nobody else's."""
+    endpoints = Endpoint.objects.filter(project_id=project_id).select_related("project")
+    return {e.name: endpoint_config(e, with_keys) for e in endpoints}
 
 
 def human_scores_of(run_ids: list[int]) -> dict[int, dict[Any, list[float]]]:
@@ -150,7 +153,7 @@ def run_spec(
     """Everything the engine needs to evaluate `run`; pass `items`, `endpoints` and
     `human_scores` when building many specs of one experiment, so they are read once."""
     experiment = run.experiment
-    endpoints = endpoints if endpoints is not None else all_endpoints()
+    endpoints = endpoints if endpoints is not None else all_endpoints(experiment.project_id)
     items = items if items is not None else items_of(experiment)
     ratings = human_scores if human_scores is not None else human_scores_of([run.pk])[run.pk]
     # A rating of the whole run counts for each row nobody rated on its own,
@@ -192,6 +195,7 @@ STAGE_RESULT_FIELDS = (
 )
 SCORE_FIELDS = ("run_id", "item_id", "sample_index", "scorer", "value", "details", "source")
 CACHE_FIELDS = ("config_hash", "response_text", "tokens_in", "tokens_out", "latency_ms", "model", "metadata")
+CACHE_ROW_FIELDS = (*CACHE_FIELDS, "project_id")
 
 
 def stage_result_values(run_id: int, row: StageOutcome) -> tuple:
@@ -310,8 +314,9 @@ def save_outcome(run_id: int, outcome: RunOutcome) -> None:
 class OrmCacheStore:
     """engine.cache.CacheStore on the ResponseCache table (SQLite and PostgreSQL)."""
 
-    def __init__(self, db: DatabaseThreads):
+    def __init__(self, db: DatabaseThreads, project_id: int | None = None):
         self.db = db
+        self.project_id = project_id  # whose calls store the answers (their statistics)
 
     async def get_many(self, hashes: list[str]) -> dict[str, CachedResponse]:
         return await self.db.read(self._get_many, hashes)
@@ -338,11 +343,11 @@ class OrmCacheStore:
 
     def _put_many(self, entries: list[tuple[str, CachedResponse]]) -> None:
         rows = {
-            key: (key, r.text, r.tokens_in, r.tokens_out, r.latency_ms, r.model, r.metadata)
+            key: (key, r.text, r.tokens_in, r.tokens_out, r.latency_ms, r.model, r.metadata, self.project_id)
             for key, r in reversed(entries)  # reversed: the first answer of a repeated hash wins
         }
         # Ignore conflicts: another worker may have stored the same hash a moment ago.
-        insert_rows(ResponseCache, CACHE_FIELDS, list(rows.values()), ignore_conflicts=True)
+        insert_rows(ResponseCache, CACHE_ROW_FIELDS, list(rows.values()), ignore_conflicts=True)
 
     async def record_hits(self, hashes: list[str]) -> None:
         await self.db.write(self._record_hits, hashes)
@@ -359,18 +364,21 @@ class OrmCacheStore:
                 )
 
     async def stats(self) -> StoreStats:
-        return await self.db.read(store_stats)
+        return await self.db.read(store_stats, self.project_id)
 
 
-def store_stats() -> StoreStats:
-    totals = ResponseCache.objects.aggregate(entries=Count("id"), size=Sum(Length("response_text")))
+def store_stats(project_id: int | None = None) -> StoreStats:
+    totals = ResponseCache.objects.filter(project_id=project_id).aggregate(
+        entries=Count("id"), size=Sum(Length("response_text"))
+    )
     return StoreStats(entries=totals["entries"], storage_bytes=int(totals["size"] or 0))
 
 
-def cache_table_stats() -> CacheStats:
-    """The cache's figures for every worker, from the table in one query. Each
-    entry was stored after a miss, so misses = entries (failed calls not counted)."""
-    totals = ResponseCache.objects.aggregate(
+def cache_table_stats(project_ids: Any) -> CacheStats:
+    """The cache's figures of some projects (ids, or a query of them), for every worker,
+    from the table in one query. Each entry was stored after a miss, so misses =
+    entries (failed calls not counted)."""
+    totals = ResponseCache.objects.filter(project_id__in=project_ids).aggregate(
         entries=Count("id"), size=Sum(Length("response_text")), hits=Sum("hit_count")
     )
     hits, misses = totals["hits"] or 0, totals["entries"]

@@ -17,14 +17,18 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from engine.events import Event
+from experiments.models import Experiment
+from projects.access import visible
 from runs.events import ALL_EVENTS_GROUP, event_bus, experiment_group, register_loop
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401  # 4000-4999 are the application's; 401 as in HTTP
+CLOSE_NOT_FOUND = 4404  # an experiment outside the user's projects: as if it did not exist
 SETTLE_S = 0.5  # quiet time after the last message before the bus is read again
 
 
@@ -37,12 +41,26 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
     def read_bus(self, after_id: int) -> list[Event]:
         raise NotImplementedError
 
+    async def allowed(self) -> bool:
+        """Whether the user may watch this stream at all (checked once, at connect)."""
+        return True
+
+    def shown(self, event: dict[str, Any]) -> bool:
+        """Whether this connection may see `event` (a stream that mixes projects filters)."""
+        return True
+
+    async def refuse(self, code: int) -> None:
+        # Accept first so the browser sees the code (a refused handshake shows as 1006).
+        await self.accept()
+        await self.close(code=code)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            # Accept first so the browser sees the code (a refused handshake shows as 1006).
-            await self.accept()
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        if not await self.allowed():
+            await self.refuse(CLOSE_NOT_FOUND)
             return
         self.last_id = after_query(self.scope)
         self.sending = asyncio.Lock()  # one reader-and-sender at a time keeps ids in order
@@ -97,7 +115,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
     async def send_events(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             if event["id"] > self.last_id:
-                await self.send_json(event)
+                if self.shown(event):
+                    await self.send_json(event)
                 self.last_id = event["id"]
 
     @classmethod
@@ -106,7 +125,13 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
 
 
 class ExperimentEventsConsumer(EventStreamConsumer):
-    """/ws/experiments/<id>/: one experiment's runs and sweeps."""
+    """/ws/experiments/<id>/: one experiment's runs and sweeps, for its project's members."""
+
+    async def allowed(self) -> bool:
+        experiment_id = self.scope["url_route"]["kwargs"]["experiment_id"]
+        return (
+            await database_sync_to_async(visible_experiment_ids)(self.scope["user"], [experiment_id]) != set()
+        )
 
     def group_name(self) -> str:
         return experiment_group(self.scope["url_route"]["kwargs"]["experiment_id"])
@@ -116,13 +141,40 @@ class ExperimentEventsConsumer(EventStreamConsumer):
 
 
 class AllEventsConsumer(EventStreamConsumer):
-    """/ws/events/: every experiment's events."""
+    """/ws/events/: the events of every experiment in the user's projects.
+
+    The stream is shared by all projects, so each event is checked: the
+    experiments the user may see are read at connect, and looked up once more
+    for an experiment the connection has not met yet (one made since)."""
+
+    async def allowed(self) -> bool:
+        self.visible: set[int] = await database_sync_to_async(visible_experiment_ids)(self.scope["user"])
+        self.hidden: set[int] = set()
+        return True
+
+    async def send_events(self, events: list[dict[str, Any]]) -> None:
+        unknown = {e["experiment_id"] for e in events} - self.visible - self.hidden - {None}
+        if unknown:
+            seen = await database_sync_to_async(visible_experiment_ids)(self.scope["user"], list(unknown))
+            self.visible |= seen
+            self.hidden |= unknown - seen
+        await super().send_events(events)
+
+    def shown(self, event: dict[str, Any]) -> bool:
+        return event["experiment_id"] in self.visible
 
     def group_name(self) -> str:
         return ALL_EVENTS_GROUP
 
     def read_bus(self, after_id: int) -> list[Event]:
         return event_bus().recent_all(after_id)
+
+
+def visible_experiment_ids(user: Any, among: list[int] | None = None) -> set[int]:
+    experiments = visible(Experiment.objects.all(), user)
+    if among is not None:
+        experiments = experiments.filter(pk__in=among)
+    return set(experiments.values_list("pk", flat=True))
 
 
 def after_query(scope: dict[str, Any]) -> int:

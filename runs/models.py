@@ -13,6 +13,8 @@ class RunStatus(models.TextChoices):
 class Run(models.Model):
     """One configuration evaluated over the experiment's dataset."""
 
+    PROJECT_PATH = "experiment__project"
+
     experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="runs")
     sweep = models.ForeignKey(
         "experiments.Sweep", null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
@@ -132,6 +134,11 @@ class ResponseCache(models.Model):
     """One LLM answer, keyed by the SHA-256 of its full call configuration."""
 
     config_hash = models.CharField(max_length=64, unique=True)
+    # The project whose call stored the answer (its figures in the cache statistics).
+    # The key itself is what separates projects: see Project.cache_namespace.
+    project = models.ForeignKey(
+        "projects.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     response_text = models.TextField()
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)

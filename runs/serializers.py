@@ -9,6 +9,7 @@ from experiments.export import resolved_stages
 from experiments.models import DatasetItem, Experiment, Sweep, SweepStatus, SweepType
 from experiments.serializers import JSONValueField, ParameterSpaceField
 from experiments.validation import validate_parameter_space
+from projects.access import visible
 from runs.models import Run, RunStatus, Score, StageResult
 from runs.sweeps import Plan, SweepRequest, SweepRequestError, plan_sweep
 
@@ -231,13 +232,20 @@ class RunFilterSerializer(serializers.Serializer):
 class RunCreateSerializer(serializers.Serializer):
     """An ad-hoc run: `config` over the experiment's dataset, or over `input` alone."""
 
-    experiment = serializers.PrimaryKeyRelatedField(queryset=Experiment.objects.select_related("endpoint"))
+    experiment = serializers.PrimaryKeyRelatedField(
+        queryset=Experiment.objects.none(), help_text="One of your projects' experiments."
+    )
     config = JSONValueField(default=dict, help_text="Parameters, as a sweep would set them.")
     input = JSONValueField(
         required=False,
         help_text="Template variables of one input to evaluate instead of the dataset; "
         "a `reference` key is the expected answer.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        user = getattr(self.context.get("request"), "user", None)
+        self.fields["experiment"].queryset = visible(Experiment.objects.select_related("endpoint"), user)
 
     def validate_config(self, value: Any) -> dict:
         if not isinstance(value, dict):
@@ -322,6 +330,12 @@ class LeaderboardSerializer(serializers.Serializer):
     experiment = serializers.IntegerField()
     sweep = serializers.IntegerField(allow_null=True)
     results = LeaderboardRowSerializer(many=True)
+
+
+class CacheStatsQuerySerializer(serializers.Serializer):
+    project = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="One of your projects; default: all."
+    )
 
 
 class CacheStatsSerializer(serializers.Serializer):

@@ -207,9 +207,10 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
     per_worker = max(1, math.ceil(sweep.max_concurrent / workers))
     async with bridge.DatabaseThreads() as db:
         items = await db.read(bridge.items_of, sweep.experiment)
-        endpoints = endpoints_for_worker(await db.read(bridge.all_endpoints), workers)
+        project_id = sweep.experiment.project_id
+        endpoints = endpoints_for_worker(await db.read(bridge.all_endpoints, project_id), workers)
         source = SweepRuns(sweep, db, endpoints, items, repeats)
-        cache = ResponseCache(bridge.OrmCacheStore(db))
+        cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
         async with Gateway(cache, max_concurrent=per_worker) as gateway:
             orchestrator = Orchestrator(
                 source,

@@ -49,13 +49,13 @@ def _execute_run(run_id: int, variables: dict[str, Any] | None) -> str:
     except (ValueError, KeyError) as exc:
         bridge.save_outcome(run_id, RunOutcome(run_id=run_id, status="failed", error=str(exc)))
         return "failed"
-    outcome = asyncio.run(evaluate(spec, max_concurrent=settings.MAX_CONCURRENT_RUNS))
+    outcome = asyncio.run(evaluate(spec, run.experiment.project_id, settings.MAX_CONCURRENT_RUNS))
     return outcome.status
 
 
-async def evaluate(spec, max_concurrent: int) -> RunOutcome:
+async def evaluate(spec, project_id: int, max_concurrent: int) -> RunOutcome:
     async with bridge.DatabaseThreads() as db:
-        cache = ResponseCache(bridge.OrmCacheStore(db))
+        cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
         async with Gateway(cache, max_concurrent=max_concurrent) as gateway:
             sink = bridge.OrmResultSink(spec.run_id, db, worker=worker_name())
             return await run_single(spec, gateway, sink, events=loop_event_bus())

@@ -10,9 +10,12 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from experiments.models import Experiment, Sweep, SweepStatus
+from experiments.views import experiment_for
+from projects.access import get_for_user
+from projects.models import Role
 from runs.events import event_bus
 from runs.forms import LaunchForm, RatingForm
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
@@ -41,7 +44,7 @@ NEARLY_AS_GOOD = 0.02  # without a tie test: within this of the best score
 @login_required
 def launch(request: HttpRequest, pk: int) -> HttpResponse:
     """Form → confirmation with the plan's estimate → launch."""
-    experiment = get_object_or_404(Experiment.objects.select_related("endpoint"), pk=pk)
+    experiment = experiment_for(request, pk, Role.EDITOR)
     form = LaunchForm(request.POST or None, experiment=experiment)
     context: dict[str, Any] = {"experiment": experiment, "form": form, "tab": "launch"}
     context["active"] = experiment.active_sweep()
@@ -63,9 +66,10 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
 
 # -- the live view ------------------------------------------------------------------------
 @login_required
+@require_safe
 def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
     # The last event id first: anything published after it is replayed by the socket.
-    sweep = get_object_or_404(Sweep, pk=pk)
+    sweep = get_for_user(Sweep, request.user, pk=pk)
     last_event_id = last_event(sweep.experiment_id)
     sweep.refresh_from_db()
     experiment = sweep.experiment
@@ -109,9 +113,10 @@ def last_event(experiment_id: int) -> int:
 
 
 @login_required
+@require_safe
 def sweep_runs_json(request: HttpRequest, pk: int) -> JsonResponse:
     """Finished runs for the live view: `?ids=1,2` (from run events), else the latest."""
-    sweep = get_object_or_404(Sweep, pk=pk)
+    sweep = get_for_user(Sweep, request.user, pk=pk)
     runs = sweep.runs.filter(status__in=FINISHED)
     if request.GET.get("ids"):
         try:
@@ -158,7 +163,7 @@ def varying_keys(configs: list[dict]) -> list[str]:
 def sweep_control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action not in CONTROLS:
         raise Http404("Unknown action; use pause, resume or stop.")
-    sweep = get_object_or_404(Sweep, pk=pk)
+    sweep = get_for_user(Sweep, request.user, Role.EDITOR, pk=pk)
     try:
         sweep = CONTROLS[action](sweep)
     except SweepStateError as exc:
@@ -179,8 +184,9 @@ def sweep_filter(request: HttpRequest, experiment: Experiment) -> Sweep | None:
 
 
 @login_required
+@require_safe
 def leaderboard_page(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk)
     sweep = sweep_filter(request, experiment)
     rows = leaderboard(experiment, LEADERBOARD_ROWS, sweep.pk if sweep else None)
     varying = varying_keys([row["config"] for row in rows])
@@ -208,8 +214,9 @@ def leaderboard_row(row: dict, varying: list[str], scorers: list[str]) -> dict:
 
 
 @login_required
+@require_safe
 def charts(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
+    experiment = experiment_for(request, pk)
     sweep = sweep_filter(request, experiment)
     # The leaderboard's runs (one per configuration), so the chart and its pick agree with it.
     runs = ranked_runs(experiment, sweep.pk if sweep else None)
@@ -341,8 +348,9 @@ def nice(value: float) -> str:
 
 # -- run detail and human review ---------------------------------------------------------
 @login_required
+@require_safe
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(Run.objects.select_related("experiment", "sweep"), pk=pk)
+    run = get_for_user(Run.objects.select_related("experiment", "sweep"), request.user, pk=pk)
     item_ids = run.stage_results.values_list("item_id", flat=True).distinct().order_by("item_id")
     items = run.experiment.items.filter(pk__in=item_ids)
     page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
@@ -393,7 +401,7 @@ def rating_of(value: float | None) -> int | None:
 @require_POST
 def rate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
     """A 1–10 rating of one row, stored as that person's human score for it."""
-    run = get_object_or_404(Run.objects.select_related("experiment"), pk=pk)
+    run = get_for_user(Run.objects.select_related("experiment"), request.user, Role.EDITOR, pk=pk)
     item = get_object_or_404(run.experiment.items, pk=item_pk)
     form = RatingForm(request.POST, prefix=f"item{item.pk}")
     if not form.is_valid():

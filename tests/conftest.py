@@ -13,16 +13,24 @@ def llm_stub():
 
 @pytest.fixture
 def alice(db):
-    from tests.factories import make_user
+    """alice runs the team's project (its admin) and the server (a superuser)."""
+    from projects.models import Role
+    from tests.factories import add_member, make_user, team_project
 
-    return make_user("alice", superuser=True)
+    user = make_user("alice", superuser=True)
+    add_member(team_project(), user, Role.ADMIN)
+    return user
 
 
 @pytest.fixture
 def bob(db):
-    from tests.factories import make_user
+    """bob is on the team: an editor of its project."""
+    from projects.models import Role
+    from tests.factories import add_member, make_user, team_project
 
-    return make_user("bob")
+    user = make_user("bob")
+    add_member(team_project(), user, Role.EDITOR)
+    return user
 
 
 @pytest.fixture

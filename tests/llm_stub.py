@@ -77,6 +77,7 @@ class LLMStub(LoopbackServer):
         self.embedding_requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
         self.request_headers: list[dict[str, str]] = []  # per chat completion, names lowercased
+        self.models_request_headers: list[dict[str, str]] = []  # per GET /models (connection tests)
         self.request_ports: list[int] = []  # the client's port: one per kept-alive connection
         self.in_flight = 0
         self.max_in_flight = 0
@@ -162,6 +163,11 @@ class _Handler(LoopbackHandler):
     # -- routes ----------------------------------------------------------
     def do_GET(self) -> None:
         if self.path.rstrip("/") in ("/v1/models", "/models"):
+            self.stub.models_request_headers.append({k.lower(): v for k, v in self.headers.items()})
+            with self.stub._lock:
+                fault = self.stub.faults.popleft() if self.stub.faults else None
+            if fault is not None and self._apply_fault(fault):
+                return None
             data = [{"id": m, "object": "model", "owned_by": "stub"} for m in self.stub.models]
             return self._json(200, {"object": "list", "data": data})
         if self.path == "/_stats":  # for a stub in another process (benchmarks)

@@ -14,8 +14,8 @@ class WebhookDeliveryInline(admin.TabularInline):
 
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "url", "active", "events", "updated_at"]
-    list_filter = ["active"]
+    list_display = ["__str__", "project", "url", "active", "events", "updated_at"]
+    list_filter = ["project", "active"]
     search_fields = ["name", "url"]
     inlines = [WebhookDeliveryInline]
 

@@ -6,13 +6,18 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from projects.api import ProjectScopedMixin
+from projects.models import Role
 from webhooks.models import Webhook
 from webhooks.serializers import WebhookCreatedSerializer, WebhookDeliverySerializer, WebhookSerializer
 
 
-class WebhookViewSet(viewsets.ModelViewSet):
+class WebhookViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
+    """Your projects' webhooks: members read them and their deliveries; admins manage them."""
+
     queryset = Webhook.objects.all()
     serializer_class = WebhookSerializer
+    write_role = Role.ADMIN
 
     @extend_schema(responses={201: WebhookCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

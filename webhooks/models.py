@@ -27,6 +27,9 @@ def new_secret() -> str:
 class Webhook(models.Model):
     """Tells another system about sweep and run events, signed with `secret`."""
 
+    PROJECT_PATH = "project"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="webhooks")
     name = models.CharField(max_length=100, blank=True)
     url = models.URLField(max_length=500)
     events = models.JSONField(
@@ -107,6 +110,8 @@ class DeliveryStatus(models.TextChoices):
 
 
 class WebhookDelivery(models.Model):
+    PROJECT_PATH = "webhook__project"
+
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=50)
     payload = models.JSONField(default=dict)

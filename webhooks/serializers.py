@@ -2,13 +2,18 @@ from django.conf import settings
 from rest_framework import serializers
 
 from engine.events import EventType
+from projects.models import Role
+from projects.serializers import ProjectOwnedSerializer
 from webhooks import delivery
 from webhooks.models import Webhook, WebhookDelivery
 
 
-class WebhookSerializer(serializers.ModelSerializer):
+class WebhookSerializer(ProjectOwnedSerializer):
     """The secret is write-only here; only the response to a create shows it
-    (WebhookCreatedSerializer). Left out, one is generated."""
+    (WebhookCreatedSerializer). Left out, one is generated. A webhook hears the
+    events of its own project's experiments only."""
+
+    create_role = Role.ADMIN
 
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=[e.value for e in EventType]),
@@ -21,7 +26,7 @@ class WebhookSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Webhook
-        fields = ["id", "name", "url", "events", "secret", "active", "created_at", "updated_at"]
+        fields = ["id", "project", "name", "url", "events", "secret", "active", "created_at", "updated_at"]
 
     def validate_url(self, value: str) -> str:
         problem = delivery.url_problem(value, allow_private=settings.WEBHOOK_ALLOW_PRIVATE)

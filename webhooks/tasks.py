@@ -18,12 +18,12 @@ def dispatch_event(event: Event) -> int:
     (beyond one every few seconds). Called from the event publisher's thread
     (runs/events.py), never on an event loop, so it may use the ORM.
     """
-    if not Webhook.anyone_may_want(event.type):
+    if event.experiment_id is None or not Webhook.anyone_may_want(event.type):
         return 0
-    # The cached hint only says whether to look; the table says who gets the event.
-    webhooks = [
-        w for w in Webhook.objects.filter(active=True).only("id", "events", "active") if w.wants(event.type)
-    ]
+    # The cached hint only says whether to look; the table says who gets the event:
+    # the webhooks of the experiment's own project, nobody else's.
+    candidates = Webhook.objects.filter(active=True, project__experiments=event.experiment_id)
+    webhooks = [w for w in candidates.only("id", "events", "active") if w.wants(event.type)]
     if not webhooks:
         return 0
     payload = WebhookDelivery.payload_for(event)

@@ -15,8 +15,11 @@ from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages
 
 class ConnectionReport(TypedDict):
     ok: bool
+    status: int | None  # the HTTP status of a refusal
     models: list[str]
     latency_ms: float
+    # Never the response body: whoever tests an endpoint may have pointed it at any
+    # server, so only the server's own error message (OpenAI-style) comes back.
     error: str | None
 
 
@@ -52,10 +55,16 @@ class BaseAdapter:
         start = time.perf_counter()
         try:
             models = await self._probe_models()
+        except AdapterError as exc:
+            return ConnectionReport(
+                ok=False, status=exc.status, models=[], latency_ms=_ms_since(start), error=exc.public
+            )
         except Exception as exc:  # a UI button: any failure is a report, never a crash
-            error = str(exc) or type(exc).__name__
-            return ConnectionReport(ok=False, models=[], latency_ms=_ms_since(start), error=error)
-        return ConnectionReport(ok=True, models=models, latency_ms=_ms_since(start), error=None)
+            error = type(exc).__name__
+            return ConnectionReport(
+                ok=False, status=None, models=[], latency_ms=_ms_since(start), error=error
+            )
+        return ConnectionReport(ok=True, status=None, models=models, latency_ms=_ms_since(start), error=None)
 
     async def _probe_models(self) -> list[str]:
         return await self.list_models()

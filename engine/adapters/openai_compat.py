@@ -57,9 +57,13 @@ class _Failure(Exception):
         retryable: bool = False,
         permanent: bool = False,
         retry_after: float | None = None,
+        public: str | None = None,
     ):
         super().__init__(detail)
         self.detail = detail
+        # What may be shown to whoever can point the endpoint anywhere (the connection
+        # test): never the response body, at most the server's own error message.
+        self.public = detail if public is None else public
         self.hint = hint
         self.status = status
         self.retryable = retryable
@@ -260,14 +264,17 @@ class OpenAICompatAdapter(BaseAdapter):
         message = (
             f"Endpoint '{self.endpoint.name}' ({self.base_url}): {failure.detail} [{tries}]. {failure.hint}"
         )
-        return AdapterError(message, permanent=failure.permanent, status=failure.status)
+        public = f"{failure.public} [{tries}]. {failure.hint}"
+        return AdapterError(message, permanent=failure.permanent, status=failure.status, public=public)
 
     def _status_failure(self, resp: httpx.Response) -> _Failure:
         status = resp.status_code
         retryable = status in RETRYABLE_STATUSES
+        server_message = _server_error_message(resp)
         return _Failure(
             f"HTTP {status}: {_excerpt(resp.text)}",
             _status_hint(status),
+            public=f"HTTP {status}: {server_message}" if server_message else f"HTTP {status}",
             status=status,
             retryable=retryable,
             permanent=not retryable and 400 <= status < 500,
@@ -299,6 +306,7 @@ class OpenAICompatAdapter(BaseAdapter):
         return _Failure(
             f"malformed response, {what}: {_excerpt(body)}",
             "The server is not speaking the OpenAI API here; check the base URL and adapter.",
+            public=f"malformed response, {what}",
         )
 
     def _malformed_or_error(self, data: Any, body: str) -> _Failure:
@@ -456,6 +464,16 @@ def _error_message(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)
     return str(error)
+
+
+def _server_error_message(resp: httpx.Response) -> str:
+    """An OpenAI-style `error.message` (or `error` text), at most EXCERPT_CHARS; "" otherwise."""
+    try:
+        error = json.loads(resp.content).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    message = error.get("message") if isinstance(error, dict) else error
+    return _excerpt(message) if isinstance(message, str) else ""
 
 
 def _excerpt(text: str) -> str:

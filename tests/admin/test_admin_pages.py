@@ -5,7 +5,7 @@ from django.urls import reverse
 from endpoints.models import Endpoint
 from experiments.models import Sweep
 from runs.models import ResponseCache, Run, Score, StageResult
-from tests.factories import make_endpoint, make_experiment
+from tests.factories import make_endpoint, make_experiment, team_project
 from webhooks.models import Webhook, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,9 @@ def populated(alice):
     )
     Score.objects.create(run=run, item=item, scorer="keyword", value=1.0)
     ResponseCache.objects.create(config_hash="b" * 64, response_text="Paris")
-    hook = Webhook.objects.create(url="https://example.com/hook", events=["sweep.completed"])
+    hook = Webhook.objects.create(
+        project=team_project(), url="https://example.com/hook", events=["sweep.completed"]
+    )
     WebhookDelivery.objects.create(webhook=hook, event="sweep.completed", payload={"sweep": sweep.id})
     return experiment
 
@@ -87,8 +89,8 @@ def test_admin_sets_a_new_key_and_keeps_it_when_left_blank(client, alice):
         "adapter": "openai",
         "timeout_s": "30",
         "max_concurrency": "0",
-        "extra_headers": "{}",
         "api_key": SECRET,
+        "project": team_project().pk,
     }
     response = client.post(reverse("admin:endpoints_endpoint_add"), form)
     assert response.status_code == 302

@@ -11,6 +11,16 @@ ROUTES = [
     ("get", "/api/"),
     ("get", "/api/schema/"),
     ("get", "/api/docs/"),
+    ("get", "/api/projects/"),
+    ("post", "/api/projects/"),
+    ("get", "/api/projects/1/"),
+    ("put", "/api/projects/1/"),
+    ("patch", "/api/projects/1/"),
+    ("delete", "/api/projects/1/"),
+    ("get", "/api/projects/1/members/"),
+    ("post", "/api/projects/1/members/"),
+    ("patch", "/api/projects/1/members/2/"),
+    ("delete", "/api/projects/1/members/2/"),
     ("get", "/api/endpoints/"),
     ("post", "/api/endpoints/"),
     ("get", "/api/endpoints/1/"),
@@ -59,7 +69,7 @@ def test_anonymous_callers_get_401_everywhere(anon, method, url):
 def test_every_api_route_is_in_the_list(api):
     from tests.api.test_schema import operations
 
-    listed = {(m, u.split("?")[0].replace("/1/", "/{id}/")) for m, u in ROUTES}
+    listed = {(m, u.split("?")[0].replace("/1/", "/{id}/").replace("/2/", "/{user_id}/")) for m, u in ROUTES}
     assert operations(api) <= listed
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from runs.models import ResponseCache
+from tests.factories import team_project
 
 pytestmark = pytest.mark.django_db
 
@@ -18,9 +19,15 @@ def test_an_empty_cache(api):
 
 
 def test_hits_are_summed_and_each_entry_counts_as_one_miss(api):
-    ResponseCache.objects.create(config_hash="a" * 64, response_text="Paris", hit_count=5)
-    ResponseCache.objects.create(config_hash="b" * 64, response_text="Tokyo!", hit_count=1)
-    ResponseCache.objects.create(config_hash="c" * 64, response_text="Lima", hit_count=0)
+    ResponseCache.objects.create(
+        project=team_project(), config_hash="a" * 64, response_text="Paris", hit_count=5
+    )
+    ResponseCache.objects.create(
+        project=team_project(), config_hash="b" * 64, response_text="Tokyo!", hit_count=1
+    )
+    ResponseCache.objects.create(
+        project=team_project(), config_hash="c" * 64, response_text="Lima", hit_count=0
+    )
     stats = api.get("/api/cache/stats/").json()
     assert stats == {
         "hits": 6,

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from experiments.models import Sweep
 from promptlooper_site.wsgi import application
 from tests.api.helpers import scored_run
-from tests.factories import make_endpoint, make_experiment
+from tests.factories import make_endpoint, make_experiment, team_project
 from webhooks.models import Webhook
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -94,7 +94,7 @@ def objects(alice, llm_stub):
     experiment = make_experiment(endpoint, pk=PINNED)
     sweep = Sweep.objects.create(pk=PINNED, experiment=experiment, status="completed")
     scored_run(experiment, {"temperature": 0.0}, {"keyword": [1.0, 1.0, 0.0]}, sweep=sweep, pk=PINNED)
-    Webhook.objects.create(pk=PINNED, url="https://example.com/hook")
+    Webhook.objects.create(project=team_project(), pk=PINNED, url="https://example.com/hook")
     return {"id": PINNED}
 
 

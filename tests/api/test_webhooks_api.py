@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.factories import team_project
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -54,13 +55,13 @@ def test_private_destinations_are_allowed_when_the_setting_says_so(api, settings
 
 
 def test_deliveries_are_listed_newest_first(api):
-    webhook = Webhook.objects.create(url=URL)
+    webhook = Webhook.objects.create(project=team_project(), url=URL)
     for n in range(3):
         WebhookDelivery.objects.create(webhook=webhook, event="run.completed", payload={"n": n})
     WebhookDelivery.objects.filter(payload__n=2).update(
         status=DeliveryStatus.FAILED, error="timed out", attempts=3
     )
-    other = Webhook.objects.create(url=URL + "/other")
+    other = Webhook.objects.create(project=team_project(), url=URL + "/other")
     WebhookDelivery.objects.create(webhook=other, event="sweep.started")
     data = api.get(f"/api/webhooks/{webhook.pk}/deliveries/").json()
     assert data["count"] == 3
@@ -70,6 +71,6 @@ def test_deliveries_are_listed_newest_first(api):
 
 
 def test_deleting_a_webhook(api):
-    webhook = Webhook.objects.create(url=URL)
+    webhook = Webhook.objects.create(project=team_project(), url=URL)
     assert api.delete(f"/api/webhooks/{webhook.pk}/").status_code == 204
     assert not Webhook.objects.exists()

@@ -20,9 +20,12 @@ from django.test import Client
 
 from engine.events import Event, EventType
 from engine.events_redis import RedisEventBus
+from experiments.models import Experiment
 from promptlooper_site.asgi import application
 from runs.events import event_bus, flush_publisher, reset_event_bus
 from tests import workers
+from tests.api.helpers import STUB_PIPELINE
+from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,8 +94,12 @@ class Browser:
 
 @pytest.fixture
 def alice_cookie(transactional_db) -> bytes:
-    """The session cookie of alice, logged in (no password: hashing one takes seconds)."""
+    """The session cookie of alice, logged in (no password: hashing one takes seconds),
+    a viewer of the project that holds experiments 1 to 4 (the ids the tests publish for)."""
     alice = User.objects.create_user("alice", "alice@example.com")
+    project = make_project(alice="viewer")
+    for pk in range(1, 5):
+        Experiment.objects.create(pk=pk, project=project, name=f"Experiment {pk}", pipeline=STUB_PIPELINE)
     client = Client()
     client.force_login(alice)
     name = django_settings.SESSION_COOKIE_NAME

@@ -81,7 +81,7 @@ def test_running_again_makes_no_calls_and_gives_the_same_scores(experiment, llm_
     assert second.cached_calls == second.calls == 6
     assert StageResult.objects.filter(run=second, cached=True).count() == 6
     assert ResponseCache.objects.filter(hit_count__gt=0).count() == 6
-    stats = cache_table_stats()
+    stats = cache_table_stats([experiment.project_id])
     assert stats["entries"] == 6 and stats["storage_bytes"] > 0
     assert stats["hits"] == 6 and stats["misses"] == 6 and stats["hit_rate"] == 0.5
 

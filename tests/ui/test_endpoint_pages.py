@@ -51,7 +51,8 @@ def test_the_key_is_not_rendered_back_after_a_form_error(client):
 
 def test_a_blank_key_keeps_the_stored_one(client):
     endpoint = make_endpoint(api_key=SECRET)
-    client.post(reverse("ui:endpoint_edit", args=[endpoint.pk]), form_data(name="renamed"))
+    form = form_data(name="renamed", base_url=endpoint.base_url)
+    client.post(reverse("ui:endpoint_edit", args=[endpoint.pk]), form)
     endpoint.refresh_from_db()
     assert endpoint.name == "renamed" and endpoint.get_api_key() == SECRET
 

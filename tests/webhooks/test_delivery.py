@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from engine.events import Event
+from experiments.models import Experiment
 from runs.queue import wait_for_in_process_jobs
+from tests.factories import make_experiment, make_project, team_project
 from tests.webhook_receiver import WebhookReceiver
 from webhooks.delivery import verify_signature
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery, forget_subscriptions
@@ -32,7 +34,9 @@ def receiver():
 
 
 def make_webhook(url: str, events: list[str] | None = None, **fields) -> Webhook:
-    return Webhook.objects.create(url=url, events=events or [], secret="alices-secret", **fields)
+    return Webhook.objects.create(
+        project=team_project(), url=url, events=events or [], secret="alices-secret", **fields
+    )
 
 
 def make_delivery(url: str) -> WebhookDelivery:
@@ -41,8 +45,14 @@ def make_delivery(url: str) -> WebhookDelivery:
     )
 
 
+def team_experiment_id() -> int:
+    """An experiment of the webhooks' project: a webhook hears its own project only."""
+    experiment = Experiment.objects.filter(project=team_project()).first()
+    return (experiment or make_experiment(project=team_project())).pk
+
+
 def event(type: str = "sweep.completed", **data) -> Event:
-    return Event(42, type, experiment_id=1, sweep_id=2, data=data, ts=time.time())
+    return Event(42, type, experiment_id=team_experiment_id(), sweep_id=2, data=data, ts=time.time())
 
 
 def wait_until_finished(delivery: WebhookDelivery, timeout: float = 30) -> WebhookDelivery:
@@ -213,11 +223,12 @@ def test_only_active_webhooks_subscribed_to_the_event_get_a_delivery():
 
 @pytest.mark.django_db
 def test_without_webhooks_an_event_costs_no_query(django_assert_num_queries):
+    completed, run_completed = event(), event("run.completed")
     with django_assert_num_queries(1):  # looks once...
-        assert dispatch_event(event()) == 0
+        assert dispatch_event(completed) == 0
     with django_assert_num_queries(0):  # ...then trusts that for a few seconds
         for _ in range(100):
-            assert dispatch_event(event("run.completed")) == 0
+            assert dispatch_event(run_completed) == 0
 
 
 @pytest.mark.django_db
@@ -238,7 +249,9 @@ def test_a_webhook_deleted_elsewhere_gets_nothing_even_while_cached():
 @pytest.mark.django_db
 def test_a_misspelt_event_type_fails_validation():
     with pytest.raises(ValidationError) as error:
-        Webhook(url="https://hooks.example.com/", events=["sweep.complete"]).full_clean()
+        Webhook(
+            project=team_project(), url="https://hooks.example.com/", events=["sweep.complete"]
+        ).full_clean()
     [message] = error.value.message_dict["events"]
     assert "sweep.complete" in message and "sweep.completed" in message
 
@@ -267,8 +280,9 @@ def test_events_published_from_async_code_are_dispatched(receiver, transactional
     make_webhook(receiver.url)
 
     async def publish() -> None:
-        event_bus().publish("run.completed", experiment_id=1, run_id=7)
+        event_bus().publish("run.completed", experiment_id=experiment_id, run_id=7)
 
+    experiment_id = team_experiment_id()
     asyncio.run(publish())
     assert flush_publisher(timeout=10)
     assert wait_for_in_process_jobs(timeout=30)
@@ -287,3 +301,22 @@ def test_an_rq_worker_process_sends_the_delivery(receiver, distributed):
     assert d.status == DeliveryStatus.SUCCEEDED, d.error
     assert d.attempts == 2 and [a["status_code"] for a in d.attempt_log] == [500, 200]
     assert receiver.calls == 2
+
+
+@pytest.mark.django_db
+def test_a_webhook_hears_its_own_projects_events_only():
+    ours = make_webhook("https://ours.example.com/hook")
+    theirs_project = make_project("Theirs")
+    Webhook.objects.create(project=theirs_project, url="https://theirs.example.com/hook")
+    theirs_experiment = make_experiment(project=theirs_project)
+    assert dispatch_event(event()) == 1
+    assert WebhookDelivery.objects.get().webhook == ours
+    other = Event(
+        43, "sweep.completed", experiment_id=theirs_experiment.pk, sweep_id=2, data={}, ts=time.time()
+    )
+    assert dispatch_event(other) == 1
+    assert (
+        WebhookDelivery.objects.exclude(webhook=ours).get().webhook.url == "https://theirs.example.com/hook"
+    )
+    unknown = Event(44, "sweep.completed", experiment_id=None, sweep_id=None, data={}, ts=time.time())
+    assert dispatch_event(unknown) == 0

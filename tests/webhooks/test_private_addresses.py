@@ -6,6 +6,7 @@ import socket
 import pytest
 from django.core.exceptions import ValidationError
 
+from tests.factories import team_project
 from tests.webhook_receiver import WebhookReceiver
 from webhooks import delivery
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
@@ -39,7 +40,7 @@ def receiver():
 
 
 def make_delivery(url: str) -> WebhookDelivery:
-    webhook = Webhook.objects.create(url=url)
+    webhook = Webhook.objects.create(project=team_project(), url=url)
     return WebhookDelivery.objects.create(
         webhook=webhook, event="sweep.completed", payload={"event": "sweep.completed"}
     )
@@ -94,7 +95,7 @@ def test_the_setting_allows_a_loopback_receiver(receiver, settings):
 def test_a_name_that_resolves_to_a_private_address_is_refused_when_sending(receiver, settings, monkeypatch):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     fake_dns(monkeypatch, {"hooks.example.com": "10.0.0.7"})
-    webhook = Webhook(url="https://hooks.example.com/promptlooper")
+    webhook = Webhook(project=team_project(), url="https://hooks.example.com/promptlooper")
     webhook.full_clean()  # a name passes at save time: DNS answers can change
 
     d = make_delivery(webhook.url)
@@ -132,7 +133,7 @@ def test_the_request_goes_to_the_address_that_was_checked(receiver, settings, mo
 def test_a_webhook_on_a_literal_private_address_fails_validation(url, settings):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     with pytest.raises(ValidationError) as error:
-        Webhook(url=url).full_clean()
+        Webhook(project=team_project(), url=url).full_clean()
     [message] = error.value.message_dict["url"]
     assert "refused" in message and "WEBHOOK_ALLOW_PRIVATE=true" in message
 
@@ -145,13 +146,13 @@ def test_other_spellings_of_loopback_are_refused(host):
 @pytest.mark.django_db
 def test_the_setting_lets_a_private_address_validate(settings):
     settings.WEBHOOK_ALLOW_PRIVATE = True
-    Webhook(url="http://10.0.0.5/hook").full_clean()
+    Webhook(project=team_project(), url="http://10.0.0.5/hook").full_clean()
 
 
 @pytest.mark.django_db
 def test_a_public_url_validates(settings):
     settings.WEBHOOK_ALLOW_PRIVATE = False
-    Webhook(url="https://hooks.example.com/promptlooper").full_clean()
+    Webhook(project=team_project(), url="https://hooks.example.com/promptlooper").full_clean()
 
 
 @pytest.mark.django_db
@@ -159,5 +160,5 @@ def test_a_public_url_validates(settings):
 def test_only_http_and_https_are_accepted(url, settings):
     settings.WEBHOOK_ALLOW_PRIVATE = True
     with pytest.raises(ValidationError) as error:
-        Webhook(url=url).full_clean()
+        Webhook(project=team_project(), url=url).full_clean()
     assert any("http:// or https://" in m for m in error.value.message_dict["url"])

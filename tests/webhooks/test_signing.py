@@ -5,6 +5,7 @@ import json
 import pytest
 
 from engine.events import Event
+from tests.factories import team_project
 from tests.webhook_receiver import WebhookReceiver
 from webhooks.delivery import USER_AGENT, sign, verify_signature
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
@@ -19,7 +20,7 @@ def receiver(settings):
 
 
 def make_delivery(url: str, secret: str = "alices-secret") -> WebhookDelivery:
-    webhook = Webhook.objects.create(name="alice's CI", url=url, secret=secret)
+    webhook = Webhook.objects.create(project=team_project(), name="alice's CI", url=url, secret=secret)
     event = Event(
         7, "run.completed", experiment_id=3, sweep_id=5, run_id=11, data={"score": 0.9}, ts=1700000000.5
     )

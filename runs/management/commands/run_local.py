@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from endpoints.models import Endpoint
-from experiments.demo import load_demo
+from experiments.demo import demo_project, load_demo
 
 LOCAL_ENDPOINT = "local-smollm2"
 PASSWORD_FILE = Path(settings.BASE_DIR) / "var" / "admin-password.txt"
@@ -42,8 +42,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, lambda *_: self.shutdown(0))
         call_command("migrate", verbosity=0)
         username, password = self.ensure_admin()
-        endpoint = None if options["no_local_model"] else self.start_local_model(options["model_port"])
-        experiment, created = load_demo(endpoint)
+        project = demo_project(get_user_model().objects.get(username=username))
+        endpoint = (
+            None if options["no_local_model"] else self.start_local_model(options["model_port"], project)
+        )
+        experiment, created = load_demo(endpoint, project)
         if settings.REDIS_URL:
             self.spawn([sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks"])
         url = f"http://{options['host']}:{options['port']}"
@@ -85,7 +88,7 @@ class Command(BaseCommand):
             user.save()
         return "admin", PASSWORD_FILE.read_text().strip()
 
-    def start_local_model(self, port: int) -> Endpoint:
+    def start_local_model(self, port: int, project) -> Endpoint:
         from engine.local_model import SMOLLM_ALIAS, LocalModelMissing, LocalModelServer
 
         try:
@@ -95,6 +98,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Starting the bundled model ({SMOLLM_ALIAS}) on port {port}...")
         self.model_server = server.start()
         endpoint, _ = Endpoint.objects.update_or_create(
+            project=project,
             name=LOCAL_ENDPOINT,
             defaults={
                 "base_url": server.base_url,

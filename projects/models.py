@@ -1,0 +1,98 @@
+"""Projects and who may do what in them.
+
+Everything a team makes (endpoints, experiments, webhooks) belongs to a project;
+datasets, sweeps, runs, scores and events follow their experiment. A person sees
+a project only through a Membership, whose role says what they may do there.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer"  # reads leaderboards, runs, reports, exports
+    EDITOR = "editor"  # also edits experiments and datasets, runs sweeps, rates
+    ADMIN = "admin"  # also manages endpoints (keys), webhooks and members
+
+    @property
+    def rank(self) -> int:
+        return ROLE_RANK[self.value]
+
+    def allows(self, required: str) -> bool:
+        return self.rank >= ROLE_RANK[required]
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
+
+
+def new_cache_namespace() -> str:
+    return secrets.token_hex(16)
+
+
+class ProjectQuerySet(models.QuerySet):
+    def for_user(self, user: Any) -> ProjectQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(memberships__user=user)
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    # Mixed into every response-cache key of the project's calls, so one team cannot
+    # learn another's outputs by sending the same prompt. "" is the namespace shared
+    # by everything cached before projects existed (the "Default" project keeps it).
+    cache_namespace = models.CharField(max_length=64, blank=True, default=new_cache_namespace, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    @transaction.atomic
+    def create_for(cls, user: Any, name: str) -> Project:
+        """Any logged-in user may create a project, and becomes its admin."""
+        project = cls.objects.create(name=name)
+        project.memberships.create(user=user, role=Role.ADMIN)
+        return project
+
+    def role_of(self, user: Any) -> Role | None:
+        if not getattr(user, "is_authenticated", False):
+            return None
+        role = self.memberships.filter(user=user).values_list("role", flat=True).first()
+        return Role(role) if role else None
+
+    def effective_cache_namespace(self) -> str:
+        return "" if settings.CACHE_SHARED_ACROSS_PROJECTS else self.cache_namespace
+
+    def admin_count(self) -> int:
+        return self.memberships.filter(role=Role.ADMIN).count()
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_once_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.project}"
+
+    @property
+    def is_last_admin(self) -> bool:
+        return self.role == Role.ADMIN and self.project.admin_count() == 1
