@@ -119,6 +119,7 @@ class ScoreOutcome:
     details: dict[str, Any] = field(default_factory=dict)
     tokens_in: int = 0  # tokens a scorer spent (LLM judge), counted in the budget
     tokens_out: int = 0
+    spread: float | None = None  # std of the ratings when a judge was asked several times
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """A small OpenAI-compatible server on 127.0.0.1 for tests and benchmarks.
 
 It serves /v1/models, /v1/chat/completions (plain and SSE streaming) and
-/v1/embeddings, with scripted latency and faults, and counts what it is asked.
+/v1/embeddings, with scripted latency, faults and replies, and counts what it
+is asked. `response_formats` plays a server that knows only some forms of
+structured output and refuses the others, as llama-cpp-python's server does.
 TCP_NODELAY is set and every response goes out in one write: otherwise
 Nagle's algorithm and delayed ACKs stall each keep-alive request ~40 ms and a
 benchmark would measure the stub, not PromptLooper.
@@ -67,8 +69,12 @@ class LLMStub(LoopbackServer):
         latency_ms: float | Callable[[dict[str, Any]], float] = 0.0,
         models: tuple[str, ...] = ("stub-small", "stub-large"),
         send_usage: bool = True,
+        response_formats: tuple[str, ...] | None = None,
     ):
         self.responder = responder
+        # The response_format types taken (and then ignored); None takes any.
+        self.response_formats = response_formats
+        self.scripted: deque[str] = deque()
         self.latency_ms = latency_ms
         self.models = models
         self.send_usage = send_usage
@@ -93,6 +99,23 @@ class LLMStub(LoopbackServer):
         for _ in range(count):
             self.faults.append(Fault(kind=kind, **kwargs))
 
+    def script(self, *replies: str) -> None:
+        """Answer the next chat completions with these texts, in order; then the responder."""
+        with self._lock:
+            self.scripted.extend(replies)
+
+    def _reply(self, body: dict[str, Any]) -> str:
+        with self._lock:
+            scripted = self.scripted.popleft() if self.scripted else None
+        return scripted if scripted is not None else self.responder(body)
+
+    def refuses(self, body: dict[str, Any]) -> str | None:
+        """The type of a response_format this server does not know, if the body has one."""
+        kind = (body.get("response_format") or {}).get("type")
+        if kind is None or self.response_formats is None or kind in self.response_formats:
+            return None
+        return str(kind)
+
     @property
     def calls(self) -> int:
         """Chat completions received (faulty ones included)."""
@@ -106,6 +129,7 @@ class LLMStub(LoopbackServer):
             self.request_headers.clear()
             self.request_ports.clear()
             self.faults.clear()
+            self.scripted.clear()
             self.max_in_flight = 0
 
     def _record(
@@ -201,7 +225,12 @@ class _Handler(LoopbackHandler):
             time.sleep(self.stub._latency(body))
             if fault and self._apply_fault(fault):
                 return
-            text = self.stub.responder(body)
+            refused = self.stub.refuses(body)
+            if refused is not None:
+                known = " or ".join(f'"{k}"' for k in ("text", *(self.stub.response_formats or ())))
+                message = f"response_format type must be one of {known}, but got: {refused}"
+                return self._json(400, {"error": {"message": message, "code": 400}})
+            text = self.stub._reply(body)
             if body.get("stream"):
                 self._stream(body, text)
             else:

@@ -4,6 +4,7 @@ from engine.adapters.base import (
     ADAPTERS,
     BaseAdapter,
     ConnectionReport,
+    adapter_class,
     create_adapter,
     register_adapter,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "BaseAdapter",
     "ConnectionReport",
     "OpenAICompatAdapter",
+    "adapter_class",
     "create_adapter",
     "normalise_base_url",
     "register_adapter",

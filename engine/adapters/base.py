@@ -28,6 +28,9 @@ class BaseAdapter:
     can_complete: bool = True
     can_stream: bool = False
     can_embed: bool = False
+    # Whether to ask the server for output that follows a JSON schema
+    # (`response_format`); a server that turns the request down is asked without it.
+    can_structured_output: bool = False
 
     def __init__(self, endpoint: EndpointConfig, max_connections: int = 64):
         self.endpoint = endpoint
@@ -100,8 +103,8 @@ def register_adapter(name: str) -> Callable[[A], A]:
     return register
 
 
-def create_adapter(endpoint: EndpointConfig, **options: Any) -> BaseAdapter:
-    """The endpoint's adapter; `options` (e.g. max_connections) go to its constructor."""
+def adapter_class(endpoint: EndpointConfig) -> type[BaseAdapter]:
+    """The class of the endpoint's adapter, for its capabilities."""
     cls = ADAPTERS.get(endpoint.adapter)
     if cls is None:
         known = ", ".join(sorted(ADAPTERS)) or "none"
@@ -110,7 +113,12 @@ def create_adapter(endpoint: EndpointConfig, **options: Any) -> BaseAdapter:
             f"known adapters: {known}. Edit the endpoint and pick one of those.",
             permanent=True,
         )
-    return cls(endpoint, **options)
+    return cls
+
+
+def create_adapter(endpoint: EndpointConfig, **options: Any) -> BaseAdapter:
+    """The endpoint's adapter; `options` (e.g. max_connections) go to its constructor."""
+    return adapter_class(endpoint)(endpoint, **options)
 
 
 def _ms_since(start: float) -> float:

@@ -75,6 +75,7 @@ class _Failure(Exception):
 class OpenAICompatAdapter(BaseAdapter):
     can_stream = True
     can_embed = True
+    can_structured_output = True  # OpenAI, vLLM, llama.cpp, Ollama >= 0.5 honour response_format
     max_attempts = 3
     retry_base_delay_s = 0.5
     max_backoff_s = 30.0

@@ -67,9 +67,10 @@ class BaseScorer:
         details: dict[str, Any] | None = None,
         tokens_in: int = 0,
         tokens_out: int = 0,
+        spread: float | None = None,
     ) -> ScoreOutcome:
         checked = None if value is None else checked_score(value, self.label)
-        return ScoreOutcome(checked, details or {}, tokens_in, tokens_out)
+        return ScoreOutcome(checked, details or {}, tokens_in, tokens_out, spread)
 
     def evaluate(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:
         """The sync score with details. Override this, or only score() for a scorer
@@ -89,7 +90,9 @@ class BaseScorer:
 
     async def score_async(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:
         outcome = self.evaluate(input_data, output, context)
-        return self.outcome(outcome.value, outcome.details, outcome.tokens_in, outcome.tokens_out)
+        return self.outcome(
+            outcome.value, outcome.details, outcome.tokens_in, outcome.tokens_out, outcome.spread
+        )
 
 
 SCORERS: dict[str, type[BaseScorer]] = {}

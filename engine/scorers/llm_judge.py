@@ -1,18 +1,30 @@
-"""A model rates the output from 1 to 10."""
+"""A model rates the output from 1 to 10, in a fixed form that is read strictly."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
+import statistics
 from typing import Any
 
 import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from engine.adapters import adapter_class
 from engine.scorers.base import BaseScorer, ScorerCallError, register_scorer
-from engine.types import CallResult, EndpointConfig, ScoreContext, ScoreOutcome, ScorerError
+from engine.types import (
+    AdapterError,
+    CallResult,
+    EndpointConfig,
+    LLMClient,
+    Messages,
+    ScoreContext,
+    ScoreOutcome,
+    ScorerError,
+)
 
 DEFAULT_PROMPT = """\
 You are grading an answer written by an AI assistant.
@@ -28,66 +40,95 @@ Answer to grade:
 
 Rate the answer from 1 (wrong or useless) to 10 (fully correct and complete)\
 {% if reference %}, comparing it with the reference answer{% endif %}. \
-Reply with the number only."""
+Reply with JSON only, in the form {"rating": N}, where N is a whole number from 1 to 10."""
 
 PROMPT_VARIABLES = {"input", "output", "reference"}
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
-NUMBER = r"(-?\d+(?:\.\d+)?)"
-# "7/10", "7 / 10", "7 out of 10"; other scales are caught so they are not misread.
-SCALE_RE = re.compile(NUMBER + r"\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-LABEL_RE = re.compile(r"\b(?:rating|score|grade)\b\s*(?:is|of|:|=|-)?\s*(?:a\s+)?" + NUMBER, re.IGNORECASE)
-# "on a scale of 1 to 10", "(1-10)": the scale's bounds are not the rating.
-RANGE_RE = re.compile(r"\b1\s*(?:to|-|–)\s*10\b", re.IGNORECASE)
-LEADING_RE = re.compile(r"\s*" + NUMBER + r"(?!\w)(?!\s*(?:or|to|-|–)\s*\d)")
-NUMBER_RE = re.compile(r"(?<![\w.])" + NUMBER)
+RATING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"rating": {"type": "integer", "enum": list(range(1, 11))}},
+    "required": ["rating"],
+    "additionalProperties": False,
+}
+# The forms of `response_format` that servers know, tried in this order; a server
+# that turns one down is asked in the next, then in none (the prompt still asks).
+RESPONSE_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (
+    # OpenAI, vLLM, llama.cpp's llama-server, Ollama >= 0.5
+    (
+        "json_schema",
+        {"type": "json_schema", "json_schema": {"name": "rating", "strict": True, "schema": RATING_SCHEMA}},
+    ),
+    # llama-cpp-python's server (the bundled local model) knows only this one
+    ("json_object", {"type": "json_object", "schema": RATING_SCHEMA}),
+)
+# How servers refuse a response_format they do not know: FastAPI answers 422,
+# OpenAI and vLLM 400, some llama.cpp forks 500.
+REJECTED_STATUSES = frozenset({400, 422, 500})
+MAX_SAMPLES = 20
+
+RATING = r"(-?\d+(?:\.\d+)?)"
+OUT_OF_TEN = r"(?:\s*/\s*10)?"
+BARE_RE = re.compile(RATING + OUT_OF_TEN + r"\.?")
+LABEL_RE = re.compile(
+    r"^[ \t]*rating[ \t]*[:=][ \t]*" + RATING + OUT_OF_TEN + r"[ \t]*\.?[ \t]*$", re.IGNORECASE | re.MULTILINE
+)
+FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL | re.IGNORECASE)
+EMPHASIS_RE = re.compile(r"[*_`#]")
 
 
 def parse_rating(text: str) -> float:
-    """The 1-10 rating in a judge's answer, e.g. "7", "7/10", "Rating: **8**",
-    "I'd give it 8 out of 10", "Score: 9.5". The last explicit rating wins, as
-    judges conclude at the end. No rating, or one outside 1-10, is a ScorerError."""
-    plain = re.sub(r"[*_`#]", "", text)
-    rating = _scaled_rating(plain)
-    for find in (_labelled_rating, _leading_number, _lone_number):
+    """The 1-10 rating in a judge's reply, read strictly. Three forms count: the
+    JSON object {"rating": N} (alone, or alone in a ``` block), a line of its own
+    "Rating: N", or a reply that is nothing but N (or N/10). A number anywhere
+    else is chatter, not a rating: "The answer to the task is 1." raises ScorerError."""
+    rating = _json_rating(text)
+    if rating is None:
+        plain = EMPHASIS_RE.sub("", text).strip()
+        rating = _bare_rating(plain)
         if rating is None:
-            rating = find(plain)
-    assert rating is not None  # _lone_number raises rather than return None
+            rating = _labelled_rating(plain)
+    if rating is None:
+        raise ScorerError(
+            f'the judge\'s reply is not a rating in the form {{"rating": N}} or "Rating: N": {_excerpt(text)}'
+        )
     if not 1 <= rating <= 10:
         raise ScorerError(f"the judge's rating {rating:g} is outside 1-10: {_excerpt(text)}")
     return rating
 
 
-def _scaled_rating(text: str) -> float | None:
-    matches = SCALE_RE.findall(text)
-    if not matches:
+def _json_rating(text: str) -> float | None:
+    body = text.strip()
+    fenced = FENCE_RE.fullmatch(body)
+    body = fenced.group(1) if fenced else body
+    if not body.startswith("{"):
         return None
-    value, scale = matches[-1]
-    if float(scale) != 10:
-        raise ScorerError(f"the judge rated on a scale of {scale}, not 1-10: {_excerpt(text)}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # cut off by max_tokens, or text after the object: not the fixed form
+    if not isinstance(data, dict) or "rating" not in data:
+        raise ScorerError(f'the judge\'s JSON has no "rating": {_excerpt(text)}')
+    value = data["rating"]
+    if isinstance(value, str) and re.fullmatch(RATING, value.strip()):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScorerError(f'the judge\'s "rating" is not a number: {_excerpt(text)}')
     return float(value)
 
 
-def _labelled_rating(text: str) -> float | None:
-    matches = LABEL_RE.findall(text)
-    return float(matches[-1]) if matches else None
-
-
-def _leading_number(text: str) -> float | None:
-    # "7\n\nThe answer misses 2 details": asked for a number, judges put it first.
-    match = LEADING_RE.match(text)
+def _bare_rating(text: str) -> float | None:
+    match = BARE_RE.fullmatch(text)
     return float(match.group(1)) if match else None
 
 
-def _lone_number(text: str) -> float:
-    numbers = {float(n) for n in NUMBER_RE.findall(RANGE_RE.sub(" ", text))}
-    if not numbers:
-        raise ScorerError(f"the judge gave no rating: {_excerpt(text)}")
-    if len(numbers) > 1:
-        found = ", ".join(f"{n:g}" for n in sorted(numbers))
-        raise ScorerError(f"the judge's answer is ambiguous ({found}): {_excerpt(text)}")
-    return numbers.pop()
+def _labelled_rating(text: str) -> float | None:
+    found = {float(value) for value in LABEL_RE.findall(text)}
+    if len(found) > 1:
+        shown = ", ".join(f"{v:g}" for v in sorted(found))
+        raise ScorerError(f"the judge's reply gives several ratings ({shown}): {_excerpt(text)}")
+    return found.pop() if found else None
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -104,14 +145,22 @@ def render_input(input_data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class Reply:
+    result: CallResult
+    structured: str | None  # the response_format form the server took, if any
+
+
 @register_scorer
 class LLMJudgeScorer(BaseScorer):
-    """A judge model rates the output 1-10; score = (rating - 1) / 9.
+    """A judge model rates the output 1-10; score = (mean rating - 1) / 9.
 
     `prompt` is a Jinja template (sandboxed, strict) with {{ input }},
-    {{ output }} and {{ reference }}. The call goes through the response cache;
-    tokens of uncached calls are reported for the sweep budget. A judge answer
-    without a usable rating raises ScorerCallError, which carries the tokens.
+    {{ output }} and {{ reference }}. With `samples` k > 1 the judge is asked k
+    times (each its own cache entry, like repeats), the score is the mean rating
+    and the spread (std over the k) is recorded. Calls go through the response
+    cache; tokens of uncached calls are reported for the sweep budget. When no
+    reply holds a rating, ScorerCallError carries the replies and the tokens.
     """
 
     type = "llm_judge"
@@ -125,9 +174,14 @@ class LLMJudgeScorer(BaseScorer):
         prompt: str = DEFAULT_PROMPT
         temperature: float = 0.0
         max_tokens: int = 32
+        samples: int = 1  # times the judge is asked per output
+        structured: bool = True  # ask for JSON-schema output where the adapter can
 
     def __init__(self, config: dict[str, Any] | None = None, name: str = ""):
         self.template: jinja2.Template | None = None
+        # Per endpoint, the first response_format form not yet turned down. A
+        # scorer lives for one run, so a server upgraded meanwhile is asked again.
+        self.first_form: dict[str, int] = {}
         super().__init__(config, name)
 
     def check_options(self) -> None:
@@ -135,6 +189,8 @@ class LLMJudgeScorer(BaseScorer):
             raise self.config_error(f"temperature must be between 0 and 2, got {self.options.temperature}")
         if self.options.max_tokens < 1:
             raise self.config_error(f"max_tokens must be 1 or more, got {self.options.max_tokens}")
+        if not 1 <= self.options.samples <= MAX_SAMPLES:
+            raise self.config_error(f"samples must be from 1 to {MAX_SAMPLES}, got {self.options.samples}")
         self.template = self.compile_prompt(self.options.prompt)
 
     def compile_prompt(self, prompt: str) -> jinja2.Template:
@@ -186,22 +242,73 @@ class LLMJudgeScorer(BaseScorer):
             )
         messages = [{"role": "user", "content": self.render(input_data, output, context)}]
         params = {"temperature": self.options.temperature, "max_tokens": self.options.max_tokens}
-        result: CallResult = await context.llm.complete(endpoint, messages, model, params)
-        return self.judged(result, endpoint, model)
+        asks = (
+            self.ask(context.llm, endpoint, messages, model, params, s) for s in range(self.options.samples)
+        )
+        return self.judged(list(await asyncio.gather(*asks)), endpoint, model)
 
-    def judged(self, result: CallResult, endpoint: EndpointConfig, model: str) -> ScoreOutcome:
-        response = result.response
+    async def ask(
+        self,
+        llm: LLMClient,
+        endpoint: EndpointConfig,
+        messages: Messages,
+        model: str,
+        params: dict,
+        sample: int,
+    ) -> Reply:
+        """One sample, in the first structured form the server takes, else plain."""
+        for form in self.forms(endpoint):
+            name, response_format = RESPONSE_FORMATS[form]
+            try:
+                structured = {**params, "response_format": response_format}
+                return Reply(await llm.complete(endpoint, messages, model, structured, sample), name)
+            except AdapterError as error:
+                if not turned_down(error):
+                    raise
+                self.first_form[endpoint.name] = max(self.first_form.get(endpoint.name, 0), form + 1)
+        return Reply(await llm.complete(endpoint, messages, model, params, sample), None)
+
+    def forms(self, endpoint: EndpointConfig) -> range:
+        if not self.options.structured or not adapter_class(endpoint).can_structured_output:
+            return range(0)
+        return range(self.first_form.get(endpoint.name, 0), len(RESPONSE_FORMATS))
+
+    def judged(self, replies: list[Reply], endpoint: EndpointConfig, model: str) -> ScoreOutcome:
+        ratings, errors = read_ratings([reply.result.response.text for reply in replies])
         # Cached answers cost nothing this time, so they do not count toward the budget.
-        tokens_in, tokens_out = (0, 0) if result.cached else (response.tokens_in, response.tokens_out)
+        fresh = [reply.result.response for reply in replies if not reply.result.cached]
+        tokens_in, tokens_out = sum(r.tokens_in for r in fresh), sum(r.tokens_out for r in fresh)
         details: dict[str, Any] = {
-            "raw": response.text,
+            "raw": [reply.result.response.text for reply in replies],
+            "ratings": ratings,
             "endpoint": endpoint.name,
             "model": model,
-            "cached": result.cached,
+            "structured": replies[0].structured,
+            "cached": not fresh,
         }
+        parsed = [rating for rating in ratings if rating is not None]
+        if not parsed:
+            raise ScorerCallError(f"{self.label}: {errors[0]}", tokens_in, tokens_out, details)
+        rating = statistics.fmean(parsed)
+        spread = statistics.pstdev(parsed) if len(parsed) > 1 else None
+        details.update(rating=rating, spread=spread, unparsed=len(errors))
+        return self.outcome((rating - 1) / 9, details, tokens_in, tokens_out, spread)
+
+
+def read_ratings(texts: list[str]) -> tuple[list[float | None], list[str]]:
+    """Each reply's rating (None where it has none) and the errors of those without."""
+    ratings: list[float | None] = []
+    errors: list[str] = []
+    for text in texts:
         try:
-            rating = parse_rating(response.text)
+            ratings.append(parse_rating(text))
         except ScorerError as error:
-            raise ScorerCallError(f"{self.label}: {error}", tokens_in, tokens_out, details) from None
-        details["rating"] = rating
-        return self.outcome((rating - 1) / 9, details, tokens_in, tokens_out)
+            ratings.append(None)
+            errors.append(str(error))
+    return ratings, errors
+
+
+def turned_down(error: AdapterError) -> bool:
+    """Whether the server refused the request's response_format (and may take another)."""
+    text = str(error).lower()
+    return error.status in REJECTED_STATUSES and ("response_format" in text or "schema" in text)
