@@ -17,7 +17,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from engine.events import EventBus, EventType
 from engine.scorers import BaseScorer, ScorerCallError, build_scorer
@@ -92,6 +92,13 @@ class ScoreRecord:
     tokens_out: int = 0
 
 
+class ScorerStats(TypedDict):
+    scored: int  # outputs (items x samples) the scorer gave a value
+    errors: int  # outputs it could not score: a judge reply without a rating, a failed call
+    mean_spread: float | None  # a sampled judge's rating spread, averaged over outputs
+    spread_outputs: int  # outputs that spread is taken over
+
+
 @dataclass
 class RunOutcome:
     run_id: Any
@@ -99,6 +106,7 @@ class RunOutcome:
     weighted_score: float | None = None  # mean over items of each item's mean over samples
     score_spread: float | None = None  # std over samples, mean across items; None if 1 sample
     scorer_means: dict[str, float | None] = field(default_factory=dict)
+    scorer_stats: dict[str, ScorerStats] = field(default_factory=dict)
     tokens_in: int = 0  # of all stage calls, cached ones included: what this config costs
     tokens_out: int = 0
     judge_tokens: int = 0  # in + out spent by scorers
@@ -316,6 +324,8 @@ class _Run:
         # Per item (by index in spec.items): each sample's weighted score, each scorer's values.
         self.weighted: dict[int, list[float]] = {}
         self.by_scorer: dict[str, dict[int, list[float]]] = {s.name: {} for s in spec.scorers}
+        self.errors_by_scorer: dict[str, int] = {s.name: 0 for s in spec.scorers}
+        self.spreads: dict[str, list[float]] = {s.name: [] for s in spec.scorers}
 
     async def execute(self) -> None:
         try:
@@ -499,7 +509,11 @@ class _Run:
                     outcome.tokens_out,
                 )
             )
+            if outcome.spread is not None:
+                self.spreads[spec.name].append(outcome.spread)
             if outcome.value is None:
+                # Counted apart: an output the scorer could not score is not a low score.
+                self.errors_by_scorer[spec.name] += "error" in outcome.details
                 continue
             self.by_scorer[spec.name].setdefault(index, []).append(outcome.value)
             if spec.weight > 0:
@@ -517,6 +531,7 @@ class _Run:
             weighted_score=score,
             score_spread=spread,
             scorer_means={name: _mean_of_means(v) for name, v in self.by_scorer.items()},
+            scorer_stats={name: self._stats(name) for name in self.by_scorer},
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
             judge_tokens=self.judge_tokens,
@@ -526,6 +541,15 @@ class _Run:
             calls=self.calls,
             cached_calls=self.cached_calls,
             scorer_errors=self.scorer_errors,
+        )
+
+    def _stats(self, name: str) -> ScorerStats:
+        spreads = self.spreads[name]
+        return ScorerStats(
+            scored=sum(len(v) for v in self.by_scorer[name].values()),
+            errors=self.errors_by_scorer[name],
+            mean_spread=statistics.fmean(spreads) if spreads else None,
+            spread_outputs=len(spreads),
         )
 
 

@@ -479,7 +479,8 @@ def estimate(
         prompt, bound = costs.of(config)
         total["prompt_tokens"] += prompt * repeats
         total["max_tokens"] += bound * repeats
-    total["judge_calls"] = len(configs) * len(judges) * len(items) * repeats
+    asks = sum(_limit(j.get("samples"), 1) for j in judges)  # each judge asks `samples` times
+    total["judge_calls"] = len(configs) * asks * len(items) * repeats
     total["calls"] = len(configs) * len(stages) * len(items) * repeats + total["judge_calls"]
     return total
 
@@ -514,8 +515,10 @@ class _RunCosts:
         plans = plan_stages(self.stages, _without_endpoints(config), _ANY_ENDPOINT)
         limits = [_limit(p.params.get("max_tokens"), self.default) for p in plans]
         prompt = sum(self._stage(p, [q.name for q in plans[: p.index]], limits) for p in plans)
-        prompt += sum(self._judge(j, limits[-1]) for j in self.judges)
-        outputs = sum(limits) + sum(_limit(j.get("max_tokens"), JUDGE_MAX_TOKENS) for j in self.judges)
+        prompt += sum(self._judge(j, limits[-1]) * _limit(j.get("samples"), 1) for j in self.judges)
+        outputs = sum(limits) + sum(
+            _limit(j.get("max_tokens"), JUDGE_MAX_TOKENS) * _limit(j.get("samples"), 1) for j in self.judges
+        )
         return prompt, prompt + outputs * len(self.items)
 
     def _stage(self, plan: StagePlan, earlier: list[str], limits: list[int]) -> int:

@@ -352,12 +352,40 @@ async def test_a_scorer_error_leaves_that_scorer_out_of_the_score(stub: LLMStub)
         JUDGE_REPLY["text"] = "7"
     assert outcome.status == "completed", outcome.error
     judge = next(s for s in sink.scores if s.scorer == "llm_judge")
-    assert judge.value is None and "the judge gave no rating" in judge.details["error"]
-    assert judge.details["raw"] == "no idea" and outcome.judge_tokens > 0
+    assert judge.value is None and "reply is not a rating in the form" in judge.details["error"]
+    assert judge.details["raw"] == ["no idea"] and outcome.judge_tokens > 0
     assert outcome.scorer_errors == 1 and outcome.scorer_means["llm_judge"] is None
+    # Counted apart from low scores: an output the judge could not rate, not a zero.
+    assert outcome.scorer_stats["llm_judge"] == {
+        "scored": 0,
+        "errors": 1,
+        "mean_spread": None,
+        "spread_outputs": 0,
+    }
+    assert outcome.scorer_stats["keyword"]["scored"] == 1 and outcome.scorer_stats["keyword"]["errors"] == 0
     keyword = next(s.value for s in sink.scores if s.scorer == "keyword")
     length = next(s.value for s in sink.scores if s.scorer == "format")
     assert outcome.weighted_score == pytest.approx((2 * keyword + length) / 3)
+
+
+@pytest.mark.asyncio
+async def test_a_sampled_judge_records_its_spread_per_run(stub: LLMStub) -> None:
+    replies = iter(["Rating: 6", "Rating: 8", "Rating: 7", "Rating: 7"])
+    stub.responder = lambda body: next(replies) if "grading" in body["messages"][-1]["content"] else "ok"
+    judge = ScorerSpec(type="llm_judge", name="judge", config={"samples": 2})
+    items = make_items("Paris", "Rome")
+    spec = make_spec(stub, stages=TWO_STAGES[:1], items=items, scorers=[judge], item_concurrency=1)
+    outcome, sink = await run(spec)
+    assert outcome.status == "completed", outcome.error
+    # Paris: 6 and 8 (spread 1); Rome: 7 and 7 (spread 0).
+    assert [s.details["spread"] for s in sink.scores] == [1.0, 0.0]
+    assert outcome.scorer_stats["judge"] == {
+        "scored": 2,
+        "errors": 0,
+        "mean_spread": 0.5,
+        "spread_outputs": 2,
+    }
+    assert outcome.weighted_score == pytest.approx(6 / 9)
 
 
 @pytest.mark.asyncio

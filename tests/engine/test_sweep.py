@@ -447,6 +447,19 @@ def test_the_estimate_counts_runs_items_repeats_and_judge_calls() -> None:
     assert result["max_tokens"] == without_judge["max_tokens"] + judge_prompt + 12 * 10
 
 
+def test_a_sampled_judge_counts_each_of_its_samples() -> None:
+    once = ScorerSpec(type="llm_judge", config={"max_tokens": 10})
+    thrice = ScorerSpec(type="llm_judge", config={"max_tokens": 10, "samples": 3})
+    configs = [{"temperature": 0.1}]
+    plain = estimate(configs, make_stages(), make_items(3))
+    single = estimate(configs, make_stages(), make_items(3), scorers=[once])
+    sampled = estimate(configs, make_stages(), make_items(3), scorers=[thrice])
+    assert (single["judge_calls"], sampled["judge_calls"]) == (3, 9)
+    assert sampled["calls"] == plain["calls"] + 9
+    judge_cost = single["max_tokens"] - plain["max_tokens"]
+    assert sampled["max_tokens"] == plain["max_tokens"] + 3 * judge_cost
+
+
 def test_a_prompt_variant_in_the_config_changes_the_estimate() -> None:
     short = estimate([{"draft.user": "{{ q }}"}], make_stages(), make_items())
     long = estimate(
