@@ -22,9 +22,11 @@ from experiments.serializers import (
     ExperimentSerializer,
     ExperimentSummarySerializer,
     ExportedConfigSerializer,
+    JudgeAgreementSerializer,
     ReportSerializer,
 )
 from projects.api import Conflict, ProjectScopedMixin
+from runs.judging import judges
 from runs.serializers import (
     SweepEstimateSerializer,
     SweepLaunchSerializer,
@@ -262,6 +264,19 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
         if request.accepted_renderer.format == "json":
             return Response({"markdown": markdown})
         return Response(markdown)
+
+    @extend_schema(
+        responses=JudgeAgreementSerializer,
+        description="Per LLM judge scorer: the endpoint and model that judge (and whether that model "
+        "wrote outputs it rates), outputs it could not rate, its rating spread, and its agreement "
+        "with human ratings of the same outputs: pairs, Spearman rank correlation, mean absolute "
+        "difference on the 1-10 scale and a verdict.",
+    )
+    @action(detail=True, methods=["get"], url_path="judge-agreement")
+    def judge_agreement(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        data = {"experiment": experiment.pk, "judges": judges(experiment)}
+        return Response(JudgeAgreementSerializer(data).data)
 
 
 def form_options(form: Any) -> dict[str, str]:

@@ -17,6 +17,7 @@ from engine.runner import StagePlan, plan_stages
 from engine.types import EndpointConfig
 from experiments.models import Experiment
 from runs.bridge import all_endpoints, stages_of
+from runs.judging import JudgeSummary, judges
 from runs.leaderboard import leaderboard, ranked_runs
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 
@@ -170,11 +171,12 @@ def report_markdown(experiment: Experiment) -> str:
         f"# Report: {experiment.name}\n\n{_runs_line(runs)}",
         _space_section(runs),
         _top_section(experiment),
+        _judge_section(judges(experiment)),
         _distribution_section(runs),
         _token_section(runs),
         _timing_section(experiment, runs),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def _runs_line(runs: QuerySet[Run]) -> str:
@@ -225,6 +227,39 @@ def _top_section(experiment: Experiment) -> str:
             f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | {row['latency_ms']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _judge_section(summaries: list[JudgeSummary]) -> str:
+    """Per LLM judge: who judges, outputs it could not rate (apart from low scores),
+    its rating spread and its agreement with people; nothing without a judge."""
+    if not summaries:
+        return ""
+    lines = [
+        "## Judges",
+        "",
+        "Spread: the std of a judge's ratings of one output over its samples, on the 1-10 scale. "
+        "Agreement: outputs rated by the judge and by people (Spearman ρ, mean |difference|).",
+        "",
+        "| judge | endpoint · model | samples | rated | could not rate | mean spread | pairs | ρ | mean abs. diff | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [_judge_line(summary) for summary in summaries]
+    warnings = [f"- Warning: {summary['warning']}" for summary in summaries if summary["warning"]]
+    return "\n".join([*lines, *([""] + warnings if warnings else [])])
+
+
+def _judge_line(summary: JudgeSummary) -> str:
+    agree = summary["agreement"]
+    return (
+        f"| {_cell(summary['scorer'])} | {_cell(summary['endpoint'] or '(none)')} · "
+        f"{_cell(summary['model'] or '(none)')} | {summary['samples']} | {summary['rated']} | "
+        f"{summary['could_not_rate']} | {_figure(summary['mean_spread'], 2)} | {agree['pairs']} | "
+        f"{_figure(agree['spearman'], 2)} | {_figure(agree['mean_abs_diff'], 2)} | {_cell(agree['verdict'])} |"
+    )
+
+
+def _figure(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _distribution_section(runs: QuerySet[Run]) -> str:

@@ -238,3 +238,34 @@ class ExportedConfigSerializer(serializers.Serializer):
     metadata = ExportMetadataSerializer()
     config = serializers.DictField(help_text="The parameters as the sweep set them.")
     stages = ExportedStageSerializer(many=True, help_text="Each stage with the config applied.")
+
+
+class AgreementSerializer(serializers.Serializer):
+    pairs = serializers.IntegerField(help_text="Outputs rated by both the judge and people.")
+    spearman = serializers.FloatField(
+        allow_null=True, help_text="Rank correlation (ties get average ranks); null when undefined."
+    )
+    mean_abs_diff = serializers.FloatField(
+        allow_null=True, help_text="Mean |judge - people| on the 1-10 scale."
+    )
+    verdict = serializers.CharField(help_text='e.g. "agrees well", "weak", "too few ratings: 7 < 20".')
+
+
+class JudgeSerializer(serializers.Serializer):
+    scorer = serializers.CharField()
+    endpoint = serializers.CharField(allow_null=True, help_text="The endpoint that judges.")
+    model = serializers.CharField(help_text="The model that judges; empty when none is set.")
+    samples = serializers.IntegerField(help_text="Times the judge is asked per output.")
+    self_judging = serializers.BooleanField(help_text="The judge's model also wrote outputs it rates.")
+    warning = serializers.CharField(allow_blank=True)
+    rated = serializers.IntegerField(help_text="Outputs rated, over all runs.")
+    could_not_rate = serializers.IntegerField(help_text="Outputs the judge gave no usable rating.")
+    mean_spread = serializers.FloatField(
+        allow_null=True, help_text="Std of the ratings over samples, mean over outputs (1-10 points)."
+    )
+    agreement = AgreementSerializer()
+
+
+class JudgeAgreementSerializer(serializers.Serializer):
+    experiment = serializers.IntegerField()
+    judges = JudgeSerializer(many=True)

@@ -31,6 +31,7 @@ from experiments.validation import check_template
 from projects.access import check_role, get_for_user
 from projects.models import Role
 from projects.views import current_project, require_current_project
+from runs.judging import judges
 from runs.models import Run, RunStatus
 
 PREVIEW_ROWS = 20
@@ -86,6 +87,7 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "sweeps": experiment.sweeps.all()[:20],
         "scorers": scorer_rows(experiment.scorers),
         "variables": experiment.dataset_variables(),
+        "judges": judges(experiment),
     }
     return render(request, "experiments/detail.html", context)
 

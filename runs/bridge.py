@@ -305,6 +305,7 @@ def save_outcome(run_id: int, outcome: RunOutcome) -> None:
         wall_ms=outcome.latency_ms,
         calls=outcome.calls,
         cached_calls=outcome.cached_calls,
+        scorer_stats=outcome.scorer_stats,
         error=outcome.error[:5000],
         finished_at=timezone.now(),
     )

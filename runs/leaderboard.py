@@ -33,6 +33,7 @@ from django.db.models import Avg, Case, Exists, F, FloatField, OuterRef, QuerySe
 from engine.runner import summarize_samples
 from engine.scorers.human import rating_to_score
 from experiments.models import Experiment
+from runs.judging import JudgeRunStats, judge_names, run_judge_stats
 from runs.models import Run, RunStatus, Score, ScoreSource
 
 RESAMPLES = 2000
@@ -51,6 +52,7 @@ class LeaderboardRow(TypedDict):
     ci_high: float | None
     n_items: int
     scorer_means: dict[str, float | None]
+    judges: dict[str, JudgeRunStats]  # per judge scorer: outputs it could not rate, rating spread
     tokens_in: int
     tokens_out: int
     latency_ms: float
@@ -171,6 +173,7 @@ def leaderboard(experiment: Experiment, n: int = 10, sweep_id: int | None = None
             "tokens_in",
             "tokens_out",
             "latency_ms",
+            "scorer_stats",
         )[:n]
     )
     if not top:
@@ -178,6 +181,7 @@ def leaderboard(experiment: Experiment, n: int = 10, sweep_id: int | None = None
     ids = [run["id"] for run in top]
     per_item = item_scores(ids, scorer_weights(experiment))
     means = scorer_means(ids)
+    judges = judge_names(experiment)
     intervals, ties = _statistics([per_item.get(i, {}) for i in ids])
     rows = [
         _row(
@@ -190,6 +194,8 @@ def leaderboard(experiment: Experiment, n: int = 10, sweep_id: int | None = None
         )
         for rank, run in enumerate(top, start=1)
     ]
+    for row, run in zip(rows, top, strict=True):
+        row["judges"] = run_judge_stats(run["scorer_stats"], judges)
     front = {row["run_id"] for row in pareto_front(rows)}
     for row in rows:
         row["pareto"] = row["run_id"] in front
@@ -208,6 +214,7 @@ def _row(rank: int, run: dict, items: dict, means: dict, interval: tuple, tie: b
         ci_high=interval[1],
         n_items=len(items),
         scorer_means=means,
+        judges={},
         tokens_in=run["tokens_in"],
         tokens_out=run["tokens_out"],
         latency_ms=run["latency_ms"],

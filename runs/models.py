@@ -32,6 +32,9 @@ class Run(models.Model):
     wall_ms = models.FloatField(default=0.0)
     calls = models.PositiveIntegerField(default=0)
     cached_calls = models.PositiveIntegerField(default=0)
+    # Per scorer: outputs scored, outputs it could not score (kept apart from low
+    # scores) and a sampled judge's mean rating spread; see engine.runner.ScorerStats.
+    scorer_stats = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Who claimed the run.")
     # Refreshed while a worker holds the run; a stale one means the worker died.

@@ -150,6 +150,7 @@ class RunSerializer(serializers.ModelSerializer):
             "wall_ms",
             "calls",
             "cached_calls",
+            "scorer_stats",
             "error",
             "created_at",
             "started_at",
@@ -304,6 +305,11 @@ class LeaderboardQuerySerializer(serializers.Serializer):
     n = serializers.IntegerField(required=False, default=10, min_value=1, max_value=100)
 
 
+class JudgeRunStatsSerializer(serializers.Serializer):
+    could_not_rate = serializers.IntegerField()
+    mean_spread = serializers.FloatField(allow_null=True)
+
+
 class LeaderboardRowSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
     run_id = serializers.IntegerField()
@@ -315,6 +321,11 @@ class LeaderboardRowSerializer(serializers.Serializer):
     ci_high = serializers.FloatField(allow_null=True)
     n_items = serializers.IntegerField()
     scorer_means = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    judges = serializers.DictField(
+        child=JudgeRunStatsSerializer(),
+        help_text="Per judge scorer: outputs it could not rate (not counted as low scores) and "
+        "the mean spread of its ratings when asked several times (1-10 points).",
+    )
     tokens_in = serializers.IntegerField()
     tokens_out = serializers.IntegerField()
     latency_ms = serializers.FloatField()

@@ -18,6 +18,7 @@ from projects.access import get_for_user
 from projects.models import Role
 from runs.events import event_bus
 from runs.forms import LaunchForm, RatingForm
+from runs.judging import judge_names, run_judge_stats
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 from runs.sweeps import (
@@ -191,25 +192,28 @@ def leaderboard_page(request: HttpRequest, pk: int) -> HttpResponse:
     rows = leaderboard(experiment, LEADERBOARD_ROWS, sweep.pk if sweep else None)
     varying = varying_keys([row["config"] for row in rows])
     scorers = sorted({name for row in rows for name in row["scorer_means"]})
+    judges = judge_names(experiment)
     context = {
         "experiment": experiment,
         "sweep": sweep,
         "sweeps": experiment.sweeps.all()[:20],
         "tab": "leaderboard",
-        "rows": [leaderboard_row(row, varying, scorers) for row in rows],
+        "rows": [leaderboard_row(row, varying, scorers, judges) for row in rows],
         "varying": varying,
         "constant": {k: v for k, v in (rows[0]["config"].items() if rows else []) if k not in varying},
         "scorers": scorers,
+        "judges": judges,
     }
     return render(request, "runs/leaderboard.html", context)
 
 
-def leaderboard_row(row: dict, varying: list[str], scorers: list[str]) -> dict:
+def leaderboard_row(row: dict, varying: list[str], scorers: list[str], judges: list[str]) -> dict:
     return dict(
         row,
         tokens=row["tokens_in"] + row["tokens_out"],
         params=[(key, row["config"].get(key)) for key in varying],
         means=[row["scorer_means"].get(name) for name in scorers],
+        judge_cells=[row["judges"].get(name) for name in judges],
     )
 
 
@@ -362,6 +366,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "items": review_items(run, list(page.object_list), request.user),
         "config": sorted(run.config.items()),
         "run_errors": run.scores.filter(item__isnull=True, value__isnull=True, source=ScoreSource.AUTO),
+        "judge_stats": run_judge_stats(run.scorer_stats, judge_names(run.experiment)).items(),
     }
     return render(request, "runs/run.html", context)
 

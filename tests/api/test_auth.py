@@ -41,6 +41,7 @@ ROUTES = [
     ("post", "/api/experiments/1/stop/"),
     ("get", "/api/experiments/1/export/"),
     ("get", "/api/experiments/1/report/"),
+    ("get", "/api/experiments/1/judge-agreement/"),
     ("get", "/api/sweeps/"),
     ("get", "/api/sweeps/1/"),
     ("get", "/api/runs/"),

@@ -135,3 +135,21 @@ def test_bad_leaderboard_queries(api, params, status, field):
 
 def test_an_experiment_without_results_has_an_empty_leaderboard(api, experiment):
     assert api.get("/api/runs/leaderboard/", {"experiment": experiment.pk}).json()["results"] == []
+
+
+def test_each_row_shows_its_judges_unrated_outputs_and_spread(api):
+    judge = {"type": "llm_judge", "name": "judge", "weight": 1, "config": {"samples": 3}}
+    experiment = make_experiment(make_endpoint(), scorers=[*SCORERS, judge])
+    run = scored_run(
+        experiment, {"temperature": 0.2}, {"keyword": [1.0, 0.5, 0.0], "judge": [0.5, None, 1.0]}
+    )
+    stats = {
+        "judge": {"scored": 2, "errors": 1, "mean_spread": 0.75, "spread_outputs": 2},
+        "keyword": {"scored": 3, "errors": 0, "mean_spread": None, "spread_outputs": 0},
+    }
+    run.scorer_stats = stats
+    run.save(update_fields=["scorer_stats"])
+    row = api.get(f"/api/runs/leaderboard/?experiment={experiment.pk}").json()["results"][0]
+    # Only judges are listed; an output the judge could not rate is counted, not scored 0.
+    assert row["judges"] == {"judge": {"could_not_rate": 1, "mean_spread": 0.75}}
+    assert row["scorer_means"]["judge"] == pytest.approx(0.75)

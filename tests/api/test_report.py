@@ -4,6 +4,7 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Sweep
+from runs.models import Run, Score
 from tests.api.helpers import scored_run, stage_result
 from tests.factories import make_endpoint, make_experiment
 
@@ -67,3 +68,24 @@ def test_the_report_as_json_when_asked(api, experiment):
 def test_a_fresh_experiment_has_a_report_too(api):
     text = api.get(f"/api/experiments/{make_experiment(name='New').pk}/report/").content.decode()
     assert "No configuration has been run yet." in text and "No completed run has a score yet." in text
+
+
+def test_a_report_without_a_judge_has_no_judge_section(api, experiment):
+    assert "## Judges" not in api.get(f"/api/experiments/{experiment.pk}/report/").content.decode()
+
+
+def test_the_report_shows_each_judge_its_unrated_outputs_spread_and_agreement(api, alice):
+    judge = {"type": "llm_judge", "name": "strict", "weight": 1, "config": {"samples": 3}}
+    experiment = make_experiment(make_endpoint(default_model="llama3.2"), scorers=[judge])
+    run = scored_run(experiment, {"temperature": 0.2}, {"strict": [1.0, None, 0.0]})
+    stats = {"scored": 2, "errors": 1, "mean_spread": 0.47, "spread_outputs": 2}
+    Run.objects.filter(pk=run.pk).update(scorer_stats={"strict": stats})
+    item = experiment.items.order_by("position").first()
+    Score.objects.create(run=run, item=item, scorer="human", source="human", value=1.0, author=alice)
+    text = api.get(f"/api/experiments/{experiment.pk}/report/").content.decode()
+    section = text.split("## Judges")[1].split("\n## ")[0]
+    assert (
+        "| strict | local · llama3.2 | 3 | 2 | 1 | 0.47 | 1 | – | 0.00 | too few ratings: 1 < 20 |" in section
+    )
+    # The endpoint's default model answers the stage and judges it too.
+    assert "- Warning: llama3.2 judges outputs it wrote itself (stage 'answer')" in section
