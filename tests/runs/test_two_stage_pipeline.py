@@ -103,3 +103,25 @@ def test_a_run_is_claimed_once(experiment, llm_stub):
     run = start_run(experiment)
     assert execute_run(run.pk) == "skipped: not pending"
     assert llm_stub.calls == 6
+
+
+def test_a_judge_that_chatters_is_counted_as_unrated_not_as_a_low_score(experiment, llm_stub):
+    # The case: "The answer to the task is 1." was once read as a rating of 1.
+    def responder(body):
+        user = body["messages"][-1]["content"]
+        if "grading" not in user:
+            return capital_responder(body)
+        return '{"rating": 9}' if "Paris" in user else "The answer to the task is 1."
+
+    llm_stub.responder = responder
+    experiment.scorers = [{"type": "llm_judge", "name": "judge", "weight": 1, "config": {"samples": 2}}]
+    experiment.save()
+    run = start_run(experiment)
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert run.scorer_stats["judge"] == {"scored": 1, "errors": 2, "mean_spread": 0.0, "spread_outputs": 1}
+    assert run.weighted_score == pytest.approx(8 / 9)  # only France was rated: 9 twice, not a 1 among them
+    unrated = Score.objects.filter(run=run, scorer="judge", value=None)
+    assert unrated.count() == 2
+    assert all(s.details["raw"] == ["The answer to the task is 1."] * 2 for s in unrated)
+    # Each of the two samples is its own request, also for the same output.
+    assert llm_stub.calls == 6 + 3 * 2
