@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, TypedDict
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from endpoints.models import Endpoint
 from engine.agreement import Agreement, agreement
@@ -155,8 +155,11 @@ def rating_pairs(experiment: Experiment, scorer: str) -> tuple[list[float], list
     dataset row, the judge's rating averaged over repeats, the people's over raters.
     A rating of a whole run rates no one output, so it is left out."""
     scores = Score.objects.filter(run__experiment=experiment, item__isnull=False, value__isnull=False)
-    judge = _means(scores.filter(source=ScoreSource.AUTO, scorer=scorer))
-    people = _means(scores.filter(source=ScoreSource.HUMAN))
+    people_scores = scores.filter(source=ScoreSource.HUMAN)
+    # Only the judge's ratings of outputs people rated: a few, of maybe many thousand.
+    rated = people_scores.filter(run_id=OuterRef("run_id"), item_id=OuterRef("item_id"))
+    judge = _means(scores.filter(source=ScoreSource.AUTO, scorer=scorer).filter(Exists(rated)))
+    people = _means(people_scores)
     shared = sorted(judge.keys() & people.keys())
     return [to_rating(judge[k]) for k in shared], [to_rating(people[k]) for k in shared]
 
