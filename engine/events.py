@@ -27,6 +27,7 @@ class EventType(StrEnum):
     RUN_FAILED = "run.failed"
     SWEEP_STARTED = "sweep.started"
     SWEEP_PROGRESS = "sweep.progress"
+    SWEEP_ROUND = "sweep.round"  # a racing round closed: who was dropped, what comes next
     SWEEP_PAUSED = "sweep.paused"
     SWEEP_RESUMED = "sweep.resumed"
     SWEEP_STOPPED = "sweep.stopped"

@@ -141,6 +141,9 @@ class Orchestrator:
 
     # -- the loop ---------------------------------------------------------
     async def execute(self) -> SweepReport:
+        # What earlier rounds, workers and attempts spent counts from the first call
+        # on: a short round could otherwise end before the first sync learned it.
+        await self._sync()
         watcher = asyncio.create_task(self._watch())
         try:
             await self._dispatch()

@@ -4,7 +4,9 @@ A parameter space maps each key to a list of values or to a range
 `{min, max, log?, type?: int|float}` (see experiments/validation.py); a
 configuration is a plain dict over those keys, applied to the stages by
 `engine.runner.plan_stages`. Grid and random sweeps plan everything up front;
-a guided sweep proposes rounds from the scores of the runs that finished.
+a guided sweep proposes rounds from the scores of the runs that finished; a
+racing sweep plans its candidates up front and drops the clear losers between
+rounds (engine/racing.py).
 
 Decisions worth knowing:
 * A grid refuses ranges: list the values, or use a random or guided sweep.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, TypedDict, TypeVar
 
+from engine import racing
 from engine.adapters.openai_compat import estimate_tokens
 from engine.cache import compute_config_hash
 from engine.runner import ENDPOINT_KEY, MODEL_KEY, StagePlan, plan_stages
@@ -418,6 +421,54 @@ class GuidedSweep(RandomSweep):
                 child[dim.key] = dim.neighbour(parent.get(dim.key), rng)
             _add(child, self.tried, out)
         return out
+
+
+@register_sweep
+class RacingSweep(Sweep):
+    """Candidates raced over growing slices of the dataset (engine/racing.py):
+    every configuration of a list-valued space, or n_samples drawn from it
+    (needed when it has ranges). Options: min_items (rows in the first round;
+    default 10% of the dataset and at least 10), eta (how much larger each next
+    slice is; default 2) and confidence (default 0.95)."""
+
+    type = "racing"
+    options = ("min_items", "eta", "confidence")
+
+    def __init__(
+        self,
+        space: dict[str, Any],
+        *,
+        n_samples: int | None = None,
+        seed: int | None = None,
+        min_items: int | None = None,
+        eta: float = racing.DEFAULT_ETA,
+        confidence: float = racing.DEFAULT_CONFIDENCE,
+    ):
+        self.min_items, self.eta, self.confidence = min_items, eta, confidence
+        super().__init__(space, n_samples=n_samples, seed=seed)
+
+    def validate(self) -> None:
+        super().validate()
+        problem = racing.options_problem(self.min_items, self.eta, self.confidence)
+        if problem:
+            raise SweepError(problem, "options")
+        if self.n_samples is not None or space_count(self.dims) is None:
+            self._require_n_samples()  # ranges: candidates are drawn, as in a random sweep
+
+    def size(self) -> int:
+        count = space_count(self.dims)
+        if self.n_samples is None:
+            return count or 0
+        n = self._require_n_samples()
+        return n if count is None else min(n, count)
+
+    def initial_configs(self) -> list[Config]:
+        if self.n_samples is None:
+            return list(enumerate_space(self.dims))
+        return draw(self.dims, random.Random(self.seed), self._require_n_samples(), set())
+
+    def schedule(self, n_items: int) -> list[int]:
+        return racing.schedule(n_items, self.min_items, self.eta)
 
 
 def _best(results: list[tuple[Config, float | None]], k: int) -> list[Config]:

@@ -103,6 +103,7 @@ class SweepType(models.TextChoices):
     GRID = "grid"
     RANDOM = "random"
     GUIDED = "guided"
+    RACING = "racing"
 
 
 class SweepStatus(models.TextChoices):
@@ -144,6 +145,8 @@ class Sweep(models.Model):
     token_budget = models.BigIntegerField(default=1_000_000)
     tokens_used = models.BigIntegerField(default=0)
     estimate = models.JSONField(default=dict, blank=True)
+    # Racing sweeps: the slices, each round's candidates and eliminations (runs/racing.py).
+    race = models.JSONField(default=dict, blank=True)
     total_runs = models.PositiveIntegerField(default=0)
     completed_runs = models.PositiveIntegerField(default=0)
     failed_runs = models.PositiveIntegerField(default=0)

@@ -13,6 +13,8 @@ Definitions (the API, the UI and the report share them):
   leader is tied with itself; None when the two share no scored item.
 
 Runs are ranked in the database; only the top N runs' per-item scores are read.
+A racing sweep's survivors come first, then the runs it dropped, those that got
+furthest first (`eliminated_after`: the rows they had scored), each by score.
 A configuration run more than once (several sweeps) is represented by its most
 recent completed run. Ad-hoc runs on an input of their own are left out: they
 were not scored on the dataset.
@@ -58,6 +60,7 @@ class LeaderboardRow(TypedDict):
     latency_ms: float
     tied_with_leader: bool | None
     pareto: bool
+    eliminated_after: int | None
 
 
 # -- weights and per-item scores ---------------------------------------------------
@@ -158,7 +161,7 @@ def ranked_runs(experiment: Experiment, sweep_id: int | None = None) -> QuerySet
     return (
         runs.filter(id=Subquery(latest))
         .exclude(Exists(own_input))
-        .order_by(F("weighted_score").desc(), "tokens_in", "id")
+        .order_by(F("eliminated_after").desc(nulls_first=True), F("weighted_score").desc(), "tokens_in", "id")
     )
 
 
@@ -174,6 +177,7 @@ def leaderboard(experiment: Experiment, n: int = 10, sweep_id: int | None = None
             "tokens_out",
             "latency_ms",
             "scorer_stats",
+            "eliminated_after",
         )[:n]
     )
     if not top:
@@ -220,6 +224,7 @@ def _row(rank: int, run: dict, items: dict, means: dict, interval: tuple, tie: b
         latency_ms=run["latency_ms"],
         tied_with_leader=tie,
         pareto=False,
+        eliminated_after=run["eliminated_after"],
     )
 
 

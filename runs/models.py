@@ -36,6 +36,9 @@ class Run(models.Model):
     # scores) and a sampled judge's mean rating spread; see engine.runner.ScorerStats.
     scorer_stats = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    eliminated_after = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Racing: rows it had scored when it was dropped; null if never."
+    )
     worker = models.CharField(max_length=200, blank=True, help_text="Who claimed the run.")
     # Refreshed while a worker holds the run; a stale one means the worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine.runner import RunFailure
@@ -11,23 +12,59 @@ from experiments.serializers import JSONValueField, ParameterSpaceField
 from experiments.validation import validate_parameter_space
 from projects.access import visible
 from runs.models import Run, RunStatus, Score, StageResult
+from runs.racing import race_summary
 from runs.sweeps import Plan, SweepRequest, SweepRequestError, plan_sweep
 
 MAX_SEED = 2**32 - 1
 
 
 # -- sweeps -------------------------------------------------------------------------
+class RaceEstimateSerializer(serializers.Serializer):
+    schedule = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Rows scored by each round's end."
+    )
+    first_round_calls = serializers.IntegerField(help_text="Every candidate on the first slice.")
+    grid_calls = serializers.IntegerField(help_text="The worst case: nobody dropped (the full grid).")
+    confidence = serializers.FloatField()
+
+
+class RaceRoundSerializer(serializers.Serializer):
+    round = serializers.IntegerField()
+    rows = serializers.IntegerField(help_text="Rows every candidate of the round has scored.")
+    candidates = serializers.IntegerField()
+    leader = serializers.IntegerField(required=False, allow_null=True, help_text="Run id; once closed.")
+    eliminated = serializers.ListField(child=serializers.IntegerField(), required=False)
+    survivors = serializers.IntegerField(required=False)
+
+
+class RaceSerializer(serializers.Serializer):
+    round = serializers.IntegerField()
+    rows = serializers.IntegerField(help_text="The current slice.")
+    rows_total = serializers.IntegerField()
+    schedule = serializers.ListField(child=serializers.IntegerField())
+    confidence = serializers.FloatField()
+    alpha = serializers.FloatField(help_text="Each elimination test's level: (1 - confidence) / tests.")
+    candidates = serializers.IntegerField(help_text="Still in the race.")
+    rounds = RaceRoundSerializer(many=True)
+    calls = serializers.IntegerField(help_text="Calls asked for: each candidate's rows new to it.")
+    grid_calls = serializers.IntegerField()
+    calls_saved = serializers.IntegerField(help_text="Against the full grid.")
+    finished = serializers.BooleanField()
+
+
 class EstimateSerializer(serializers.Serializer):
     runs = serializers.IntegerField()
     calls = serializers.IntegerField(help_text="Stage and judge calls, all repeats.")
     judge_calls = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     max_tokens = serializers.IntegerField(help_text="Worst case: every prompt plus its max_tokens.")
+    race = RaceEstimateSerializer(required=False, help_text="Racing sweeps only.")
 
 
 class SweepSerializer(serializers.ModelSerializer):
     estimate = EstimateSerializer(read_only=True)
     progress = serializers.FloatField(read_only=True)
+    race = serializers.SerializerMethodField(help_text="Racing sweeps: rounds, eliminations, calls saved.")
 
     class Meta:
         model = Sweep
@@ -46,12 +83,18 @@ class SweepSerializer(serializers.ModelSerializer):
             "tokens_used",
             "token_budget",
             "estimate",
+            "race",
             "error",
             "created_at",
             "started_at",
             "finished_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(RaceSerializer(allow_null=True))
+    def get_race(self, sweep: Sweep) -> dict | None:
+        summary = race_summary(sweep)
+        return None if summary is None else RaceSerializer(summary).data
 
 
 class SweepFilterSerializer(serializers.Serializer):
@@ -74,7 +117,9 @@ class SweepLaunchSerializer(serializers.Serializer):
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
     repeats = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100)
     options = serializers.DictField(
-        required=False, help_text="Guided sweeps: top_k, rounds, exploit_ratio, ..."
+        required=False,
+        help_text="Guided sweeps: top_k, initial, exploit_ratio, round_size; "
+        "racing sweeps: min_items, eta, confidence.",
     )
     dry_run = serializers.BooleanField(
         required=False, default=False, help_text="Estimate only; create nothing."
@@ -151,6 +196,7 @@ class RunSerializer(serializers.ModelSerializer):
             "calls",
             "cached_calls",
             "scorer_stats",
+            "eliminated_after",
             "error",
             "created_at",
             "started_at",
@@ -334,6 +380,9 @@ class LeaderboardRowSerializer(serializers.Serializer):
     )
     pareto = serializers.BooleanField(
         help_text="No row here has a better score, fewer tokens and lower latency."
+    )
+    eliminated_after = serializers.IntegerField(
+        allow_null=True, help_text="Racing: rows it had scored when it was dropped; null for survivors."
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -19,8 +19,8 @@ from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
 from engine.runner import ITEM_CONCURRENCY
 from engine.types import EngineError
-from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Sweep, SweepStatus
-from runs import bridge
+from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Sweep, SweepStatus, SweepType
+from runs import bridge, racing
 from runs.control import (
     SweepRuns,
     endpoints_for_worker,
@@ -66,6 +66,7 @@ class Plan:
     configs: list[dict]
     planned_runs: int
     estimate: dict
+    race: dict = field(default_factory=dict)  # racing sweeps: the race's state at launch
 
 
 def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
@@ -80,12 +81,16 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
         planned = generator.size()
         sweeps.check_size(planned, settings.MAX_SWEEP_RUNS)
         configs = generator.initial_configs()
+        items = bridge.items_of(experiment)
         estimate = sweeps.estimate(
             configs,
             bridge.stages_of(experiment),
-            bridge.items_of(experiment),
+            items,
             repeats=request.repeats,
             scorers=bridge.scorers_of(experiment),
+        )
+        race = (
+            racing.plan_race(generator, configs, items, estimate) if request.type == SweepType.RACING else {}
         )
     except sweeps.SweepError as exc:
         raise SweepRequestError(exc.field, str(exc)) from None
@@ -94,7 +99,8 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
     if planned > len(configs):  # guided: later rounds, priced like the first
         scale = planned / max(1, len(configs))
         estimate = {k: (math.ceil(v * scale) if isinstance(v, int) else v) for k, v in dict(estimate).items()}
-    return Plan(space, generator, configs, planned, dict(estimate, runs=planned))
+    estimate = dict(estimate, runs=planned, **({"race": racing.race_estimate(race)} if race else {}))
+    return Plan(space, generator, configs, planned, estimate, race)
 
 
 def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan: Plan | None = None) -> Sweep:
@@ -122,6 +128,7 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan:
             max_concurrent=max_concurrent,
             token_budget=request.max_tokens or settings.MAX_TOKENS_PER_SWEEP,
             estimate=plan.estimate,
+            race=plan.race,
             total_runs=plan.planned_runs,
             created_by=user,
         )
@@ -209,7 +216,8 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
         items = await db.read(bridge.items_of, sweep.experiment)
         project_id = sweep.experiment.project_id
         endpoints = endpoints_for_worker(await db.read(bridge.all_endpoints, project_id), workers)
-        source = SweepRuns(sweep, db, endpoints, items, repeats)
+        runs_class = racing.RaceRuns if sweep.type == SweepType.RACING else SweepRuns
+        source = runs_class(sweep, db, endpoints, items, repeats)
         cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
         async with Gateway(cache, max_concurrent=per_worker) as gateway:
             orchestrator = Orchestrator(
@@ -224,7 +232,10 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
 
 
 def next_round(sweep: Sweep) -> bool:
-    """Guided sweeps: propose the next configurations from the results so far."""
+    """Guided sweeps: propose the next configurations from the results so far;
+    racing sweeps: close the round and start the next (runs/racing.py)."""
+    if sweep.type == SweepType.RACING:
+        return racing.next_round(sweep)
     if sweep.type != "guided":
         return False
     with transaction.atomic():
@@ -272,7 +283,8 @@ def finish_sweep(sweep_id: int, report: SweepReport) -> str:
         SweepStatus.BUDGET_EXHAUSTED: (SweepStatus.BUDGET_EXHAUSTED, EventType.SWEEP_BUDGET_EXHAUSTED),
         SweepStatus.RUNNING: (SweepStatus.COMPLETED, EventType.SWEEP_COMPLETED),
     }.get(sweep.status)
-    if final is None or (sweep.status == SweepStatus.RUNNING and counts.get(RunStatus.PENDING)):
+    running = sweep.status == SweepStatus.RUNNING
+    if final is None or (running and (counts.get(RunStatus.PENDING) or not racing.race_over(sweep))):
         publish_progress(sweep)
         return report.reason
     status, kind = final

@@ -1,0 +1,214 @@
+"""Racing sweeps in the apps: the race's state (Sweep.race), the slice of rows a
+claimed run is scored on, and closing a round: dropping the clear losers and
+sending the survivors on to the next, larger slice. The statistics are
+engine/racing.py's; this module reads and writes the rows.
+
+A round ends only when every run in it is in (no run of the sweep pending or
+running), whichever worker finished last; that worker closes it under a lock
+on the sweep, goes on with the next round, and queues the sweep's other
+workers' shares again. Survivors are run again on the larger slice: the rows
+they scored before are answered by the cache, so only the new rows cost calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from django.db import transaction
+
+from engine import racing
+from engine.events import EventType
+from engine.runner import RunSpec
+from engine.sweep import RacingSweep, SweepError
+from engine.types import Item
+from experiments.models import Sweep, SweepStatus, SweepType
+from runs.control import SweepRuns, publish, publish_progress, recount
+from runs.leaderboard import item_scores, scorer_weights
+from runs.models import Run, RunStatus
+from runs.queue import enqueue
+
+
+class RaceSummary(TypedDict):
+    round: int
+    rows: int  # the current slice
+    rows_total: int
+    schedule: list[int]
+    confidence: float
+    alpha: float  # each elimination test's level
+    candidates: int  # still in the race
+    rounds: list[dict[str, Any]]
+    calls: int
+    grid_calls: int
+    calls_saved: int
+    finished: bool
+
+
+# -- launch -------------------------------------------------------------------------
+def plan_race(generator: RacingSweep, configs: list[dict], items: list[Item], estimate: dict) -> dict:
+    """The race's state at launch (Sweep.race), from the plan's candidates and estimate."""
+    n = len(items)
+    if generator.min_items is not None and generator.min_items > n:
+        raise SweepError(
+            f"Racing option min_items is {generator.min_items}, but the dataset has {n} rows; "
+            "lower it or add rows.",
+            "options",
+        )
+    slices = generator.schedule(n)
+    return {
+        "schedule": slices,
+        "rows_total": n,
+        "rows": slices[0],
+        "confidence": generator.confidence,
+        "alpha": racing.comparison_alpha(generator.confidence, len(slices), len(configs)),
+        # Stage and judge calls per candidate and row, all repeats: the grid's calls / (candidates x rows).
+        "calls_per_row": estimate["calls"] // max(1, len(configs) * n),
+        "grid_calls": estimate["calls"],
+        "rounds": [{"round": 1, "rows": slices[0], "candidates": len(configs)}],
+        "finished": False,
+    }
+
+
+def race_estimate(race: dict) -> dict:
+    """What the launch page and the dry run show besides the worst case (the full grid)."""
+    first = race["rounds"][0]
+    return {
+        "schedule": race["schedule"],
+        "first_round_calls": racing.calls_of([(first["rows"], first["candidates"])], race["calls_per_row"]),
+        "grid_calls": race["grid_calls"],
+        "confidence": race["confidence"],
+    }
+
+
+# -- claiming: each run on the current slice ------------------------------------------
+class RaceRuns(SweepRuns):
+    """SweepRuns for a racing sweep: the rows in the race's seeded order, and each
+    claimed run scored on the first `rows` of them."""
+
+    def __init__(self, sweep: Sweep, db: Any, endpoints: dict, items: list[Item], repeats: int):
+        super().__init__(sweep, db, endpoints, racing.row_order(items, sweep.config.get("seed")), repeats)
+
+    def _claim(self, limit: int) -> list[RunSpec]:
+        specs = super()._claim(limit)
+        if specs:
+            # Read after the claim: a run is pending only once the round that set
+            # these rows has committed, and no round closes while it runs.
+            rows = Sweep.objects.values_list("race", flat=True).get(pk=self.sweep_id)["rows"]
+            for spec in specs:
+                spec.items = spec.items[:rows]
+        return specs
+
+
+# -- closing a round ------------------------------------------------------------------
+def next_round(sweep: Sweep) -> bool:
+    """Close the current round if every run in it is in, and start the next one.
+    False when there is nothing to run now: runs still out, the sweep paused or
+    stopping, or the race over."""
+    with transaction.atomic():
+        locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
+        if locked.status != SweepStatus.RUNNING or locked.race.get("finished") or _runs_out(locked):
+            return False
+        closed = close_round(locked)
+        survivors = closed.get("next_rows") is not None
+        if survivors:
+            start_round(locked, closed["survivor_ids"])
+        locked.save(update_fields=["race"])
+        recount(locked)
+    announce(locked, closed)
+    if survivors:
+        share_round(locked)
+    return survivors
+
+
+def _runs_out(sweep: Sweep) -> bool:
+    return Run.objects.filter(sweep=sweep, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists()
+
+
+def close_round(sweep: Sweep) -> dict:
+    """Decide the round from the paired scores on its slice and record it in sweep.race."""
+    race = sweep.race
+    current = race["rounds"][-1]
+    alive = list(
+        Run.objects.filter(sweep=sweep, status=RunStatus.COMPLETED, eliminated_after__isnull=True)
+        .order_by("position", "id")
+        .values_list("id", flat=True)
+    )
+    found = item_scores(alive, scorer_weights(sweep.experiment))
+    scores = {run_id: found.get(run_id, {}) for run_id in alive}  # in dispatch order: ties go to the first
+    last = current["rows"] >= race["rows_total"] or len(alive) <= 1
+    decision = racing.final_round(scores) if last else racing.decide(scores, race["alpha"])
+    if decision.eliminated:
+        Run.objects.filter(pk__in=decision.eliminated).update(eliminated_after=current["rows"])
+    current.update(leader=decision.leader, eliminated=decision.eliminated, survivors=len(decision.survivors))
+    more = not last and len(decision.survivors) > 1
+    race["finished"] = not more
+    next_rows = race["schedule"][len(race["rounds"])] if more else None
+    return {**current, "next_rows": next_rows, "survivor_ids": decision.survivors}
+
+
+def start_round(sweep: Sweep, survivors: list[int]) -> None:
+    race = sweep.race
+    rows = race["schedule"][len(race["rounds"])]
+    race["rounds"].append({"round": len(race["rounds"]) + 1, "rows": rows, "candidates": len(survivors)})
+    race["rows"] = rows
+    Run.objects.filter(pk__in=survivors).update(
+        status=RunStatus.PENDING, worker="", heartbeat_at=None, started_at=None, finished_at=None
+    )
+
+
+def announce(sweep: Sweep, closed: dict) -> None:
+    summary = race_summary(sweep)
+    publish(
+        sweep,
+        EventType.SWEEP_ROUND,
+        round=closed["round"],
+        rows=closed["rows"],
+        candidates=closed["candidates"],
+        leader=closed["leader"],
+        eliminated=closed["eliminated"],
+        survivors=closed["survivors"],
+        next_rows=closed["next_rows"],
+        calls=summary["calls"],
+        grid_calls=summary["grid_calls"],
+        calls_saved=summary["calls_saved"],
+    )
+    publish_progress(sweep)
+
+
+def share_round(sweep: Sweep) -> None:
+    """The worker that closed the round goes on; the sweep's other workers are queued again."""
+    from runs.sweeps import execute_sweep  # runs.sweeps imports this module
+
+    for _ in range(sweep.config.get("workers", 1) - 1):
+        enqueue(execute_sweep, sweep.pk, queue="sweeps")
+
+
+def race_over(sweep: Sweep) -> bool:
+    """Whether a sweep may finish once no run is out: every other type may; a race
+    only after its last round is closed."""
+    if sweep.type != SweepType.RACING:
+        return True
+    return bool(Sweep.objects.values_list("race", flat=True).get(pk=sweep.pk).get("finished"))
+
+
+# -- reporting ------------------------------------------------------------------------
+def race_summary(sweep: Sweep) -> RaceSummary | None:
+    race = sweep.race
+    if sweep.type != SweepType.RACING or not race:
+        return None
+    rounds = race["rounds"]
+    calls = racing.calls_of([(r["rows"], r["candidates"]) for r in rounds], race["calls_per_row"])
+    current = rounds[-1]
+    return RaceSummary(
+        round=len(rounds),
+        rows=race["rows"],
+        rows_total=race["rows_total"],
+        schedule=race["schedule"],
+        confidence=race["confidence"],
+        alpha=race["alpha"],
+        candidates=current.get("survivors", current["candidates"]),
+        rounds=rounds,
+        calls=calls,
+        grid_calls=race["grid_calls"],
+        calls_saved=race["grid_calls"] - calls,
+        finished=bool(race.get("finished")),
+    )
