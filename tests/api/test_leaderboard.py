@@ -153,3 +153,15 @@ def test_each_row_shows_its_judges_unrated_outputs_and_spread(api):
     # Only judges are listed; an output the judge could not rate is counted, not scored 0.
     assert row["judges"] == {"judge": {"could_not_rate": 1, "mean_spread": 0.75}}
     assert row["scorer_means"]["judge"] == pytest.approx(0.75)
+
+
+def test_a_race_ranks_its_survivors_first_then_who_got_furthest(api, experiment):
+    one_miss = [1.0] * (N_ITEMS - 1) + [0.0]
+    survivor = run(experiment, 0.1, one_miss, one_miss, weighted_score=weighted(one_miss, one_miss))
+    # Scores of the eliminated are on fewer rows: a high one does not lift them above a survivor.
+    early = run(experiment, 0.2, [1.0] * N_ITEMS, [1.0] * N_ITEMS, weighted_score=1.0, eliminated_after=4)
+    later = run(experiment, 0.3, [0.2] * N_ITEMS, [0.2] * N_ITEMS, weighted_score=0.2, eliminated_after=8)
+    rows = api.get("/api/runs/leaderboard/", {"experiment": experiment.pk}).json()["results"]
+    assert [row["run_id"] for row in rows] == [survivor.pk, later.pk, early.pk]
+    assert [row["eliminated_after"] for row in rows] == [None, 8, 4]
+    assert all(row["ci_low"] is not None and row["tied_with_leader"] is not None for row in rows)

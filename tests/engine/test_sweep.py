@@ -1,4 +1,4 @@
-"""Sweeps pick configurations (grid, random, guided), order them by model and estimate their cost."""
+"""Sweeps pick configurations (grid, random, guided, racing), order them by model and estimate their cost."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from engine.sweep import (
     SWEEPS,
     GridSweep,
     GuidedSweep,
+    RacingSweep,
     RandomSweep,
     Sweep,
     SweepError,
@@ -62,14 +63,16 @@ def keys(configs: list[Config]) -> list[str]:
 # -- the registry ---------------------------------------------------------------------
 
 
-def test_the_three_sweep_types_are_registered_by_name() -> None:
-    assert set(SWEEPS) == {"grid", "random", "guided"}
+def test_the_four_sweep_types_are_registered_by_name() -> None:
+    assert set(SWEEPS) == {"grid", "random", "guided", "racing"}
     assert isinstance(build_sweep("grid", {"a": [1]}), GridSweep)
     assert isinstance(build_sweep("guided", {"a": [1, 2]}, n_samples=4, seed=1, top_k=2), GuidedSweep)
 
 
 def test_an_unknown_sweep_type_lists_the_known_ones() -> None:
-    with pytest.raises(SweepError, match="Unknown sweep type 'bayes'; known types: grid, guided, random"):
+    with pytest.raises(
+        SweepError, match="Unknown sweep type 'bayes'; known types: grid, guided, racing, random"
+    ):
         build_sweep("bayes", {"a": [1]})
 
 
@@ -493,3 +496,37 @@ def test_estimating_ten_thousand_configs_over_thirty_items_is_fast() -> None:
     result = estimate(configs.initial_configs(), make_stages(), make_items(30), scorers=[judge])
     assert result["runs"] == 10_000 and result["calls"] == 10_000 * 3 * 30
     assert time.perf_counter() - started < 2.0
+
+
+# -- racing ---------------------------------------------------------------------------
+
+
+def test_a_race_over_lists_has_every_configuration_as_a_candidate() -> None:
+    space = {"a": [1, 2, 3], "b": ["x", "y"]}
+    race = build_sweep("racing", space)
+    assert isinstance(race, RacingSweep)
+    assert race.size() == 6 and race.initial_configs() == build_sweep("grid", space).initial_configs()
+
+
+def test_a_race_over_ranges_draws_n_samples_candidates() -> None:
+    space = {"temperature": {"min": 0, "max": 1}, "b": [1, 2]}
+    race = build_sweep("racing", space, n_samples=5, seed=4)
+    assert race.size() == 5
+    assert race.initial_configs() == build_sweep("random", space, n_samples=5, seed=4).initial_configs()
+
+
+def test_a_race_over_ranges_without_n_samples_is_refused_at_n_samples() -> None:
+    with pytest.raises(SweepError, match="n_samples") as info:
+        build_sweep("racing", {"temperature": {"min": 0, "max": 1}})
+    assert info.value.field == "n_samples"
+
+
+def test_racing_options_shape_the_schedule_and_bad_ones_are_refused() -> None:
+    race = build_sweep("racing", {"a": [1, 2]}, min_items=5, eta=3, confidence=0.99)
+    assert race.schedule(100) == [5, 15, 45, 100]
+    assert build_sweep("racing", {"a": [1, 2]}).schedule(200) == [20, 40, 80, 160, 200]
+    with pytest.raises(SweepError, match="eta") as info:
+        build_sweep("racing", {"a": [1, 2]}, eta=1)
+    assert info.value.field == "options"
+    with pytest.raises(SweepError, match="its options: min_items, eta, confidence"):
+        build_sweep("racing", {"a": [1, 2]}, top_k=2)
