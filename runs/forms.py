@@ -10,7 +10,9 @@ SWEEP_HELP = {
     "grid": "every combination of the listed values",
     "random": "a sample of the combinations (ranges allowed)",
     "guided": "random first, then neighbours of the best so far",
+    "racing": "every candidate on a slice of the rows; the clear losers drop out each round",
 }
+RACING_OPTIONS = ("min_items", "eta", "confidence")
 
 
 class LaunchForm(forms.Form):
@@ -27,7 +29,7 @@ class LaunchForm(forms.Form):
         label="Samples",
         required=False,
         min_value=1,
-        help_text="Configurations to try (random and guided sweeps).",
+        help_text="Configurations to try (random and guided sweeps; racing over ranges).",
     )
     seed = forms.IntegerField(required=False, help_text="The same seed draws the same configurations.")
     repeats = forms.IntegerField(
@@ -45,6 +47,22 @@ class LaunchForm(forms.Form):
         required=False,
         help_text="The sweep stops once it has used this many tokens.",
     )
+    min_items = forms.IntegerField(
+        label="Racing: first slice",
+        required=False,
+        min_value=2,
+        help_text="Rows every candidate is scored on first (default 10% of the dataset, at least 10).",
+    )
+    eta = forms.FloatField(
+        label="Racing: growth",
+        required=False,
+        help_text="Each round's slice is this many times larger (default 2: the rows double).",
+    )
+    confidence = forms.FloatField(
+        label="Racing: confidence",
+        required=False,
+        help_text="How sure a paired test must be that a candidate trails the leader (default 0.95).",
+    )
 
     def __init__(self, *args, experiment: Experiment, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,14 +76,23 @@ class LaunchForm(forms.Form):
         data = super().clean()
         if self.errors:
             return data
-        payload = {key: value for key, value in data.items() if value is not None}
+        payload = {k: v for k, v in data.items() if v is not None and k not in RACING_OPTIONS}
+        options = {k: data[k] for k in RACING_OPTIONS if data.get(k) is not None}
+        if options and data.get("type") == "racing":  # other sweeps have no use for them
+            payload["options"] = options
         serializer = SweepLaunchSerializer(data=payload, context={"experiment": self.experiment})
         if not serializer.is_valid():
             for field, messages in serializer.errors.items():
-                self.add_error(field if field in self.fields else None, [str(m) for m in messages])
+                self.add_error(self.field_named(field, messages), [str(m) for m in messages])
             return data
         self.plan, self.request = serializer.validated_data["plan"], serializer.validated_data["request"]
         return data
+
+    def field_named(self, field: str, messages: list) -> str | None:
+        """The form field an API error belongs to: racing options are fields here."""
+        if field == "options":
+            return next((name for name in RACING_OPTIONS if any(name in str(m) for m in messages)), None)
+        return field if field in self.fields else None
 
 
 class RatingForm(forms.Form):

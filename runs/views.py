@@ -21,6 +21,7 @@ from runs.forms import LaunchForm, RatingForm
 from runs.judging import judge_names, run_judge_stats
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
+from runs.racing import race_summary
 from runs.sweeps import (
     SweepRequestError,
     SweepStateError,
@@ -89,6 +90,7 @@ def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
         "token_percent": percent(sweep.tokens_used, sweep.token_budget),
         "controls": [("pause", "Pause"), ("resume", "Resume"), ("stop", "Stop")],
         "allowed": allowed_actions(sweep.status),
+        "race": race_summary(sweep),
     }
     return render(request, "runs/sweep.html", context)
 
@@ -141,6 +143,7 @@ def run_row(run: Run, varying: list[str]) -> dict:
         "latency_ms": round(run.latency_ms, 1),
         "config": {k: short(run.config.get(k)) for k in varying} if varying else run.config,
         "error": run.error[:300],
+        "eliminated_after": run.eliminated_after,
     }
 
 

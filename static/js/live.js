@@ -96,6 +96,9 @@
     head.appendChild(link);
     const status = cell("td");
     status.appendChild(cell("span", run.status, "badge " + run.status));
+    if (run.eliminated_after) {
+      status.append(" ", cell("span", "dropped at " + run.eliminated_after + " rows", "badge dropped"));
+    }
     const score = cell("td", run.weighted_score == null ? "—" : run.weighted_score.toFixed(3), "num");
     score.dataset.score = run.weighted_score == null ? "" : run.weighted_score;
     tr.append(head, status, score);
@@ -172,6 +175,43 @@
       });
   }
 
+  // -- racing: a round closed ---------------------------------------------------------
+  function showRound(data) {
+    const table = $("race-rounds");
+    if (!table) return;
+    const closed = table.querySelector('tr[data-round="' + data.round + '"]') || addRoundRow(table, data);
+    closed.cells[3].textContent = fmt(data.eliminated.length);
+    const leader = closed.cells[4];
+    leader.textContent = "";
+    if (data.leader != null) {
+      const link = cell("a", "#" + data.leader);
+      link.href = root.dataset.runUrl.replace("/0/", "/" + data.leader + "/");
+      leader.appendChild(link);
+    }
+    if (data.next_rows != null) {
+      addRoundRow(table, { round: data.round + 1, rows: data.next_rows, candidates: data.survivors });
+      $("race-round").textContent = data.round + 1;
+      $("race-rows").textContent = fmt(data.next_rows);
+    }
+    $("race-candidates").textContent = fmt(data.survivors);
+    $("race-calls").textContent = fmt(data.calls);
+    $("race-saved").textContent = fmt(data.calls_saved);
+    // The dropped runs' rows are fetched again, to show where they stopped.
+    data.eliminated.forEach(queueRun);
+  }
+
+  function addRoundRow(table, round) {
+    if (table.querySelector('tr[data-round="' + round.round + '"]')) return null;
+    const tr = document.createElement("tr");
+    tr.dataset.round = round.round;
+    const head = cell("th", String(round.round));
+    head.scope = "row";
+    tr.append(head, cell("td", fmt(round.rows), "num"), cell("td", fmt(round.candidates), "num"));
+    tr.append(cell("td", "…", "num"), cell("td", "—"));
+    table.tBodies[0].appendChild(tr);
+    return tr;
+  }
+
   // -- events ------------------------------------------------------------------------
   function handle(event) {
     if (event.sweep_id !== sweepId) return;
@@ -184,6 +224,9 @@
       case "run.completed":
       case "run.failed":
         if (event.run_id != null) queueRun(event.run_id);
+        break;
+      case "sweep.round":
+        showRound(data);
         break;
       case "sweep.started":
       case "sweep.resumed":

@@ -85,3 +85,38 @@ def test_a_second_sweep_is_refused_while_one_is_active(client, experiment):
     response = client.post(reverse("ui:launch", args=[experiment.pk]), launch_data(confirm="1"))
     assert b"already has an active sweep" in response.content
     assert Sweep.objects.count() == 1
+
+
+def racing_experiment():
+    rows = [({"country": f"Country {i}", "capital": f"City {i}"}, "") for i in range(40)]
+    return make_experiment(
+        make_endpoint(), name="Race", items=rows, parameter_space={"temperature": [0.0, 0.5]}
+    )
+
+
+def test_a_race_is_previewed_with_its_slices_and_first_round(client):
+    experiment = racing_experiment()
+    data = launch_data(type="racing", min_items="5", preview="1")
+    response = client.post(reverse("ui:launch", args=[experiment.pk]), data)
+    assert response.context["estimate"]["race"]["schedule"] == [5, 10, 20, 40]
+    content = response.content.decode()
+    assert "every candidate starts on 5 rows" in content and "go on to 10, 20, 40 rows" in content
+    assert '<span id="estimate-first-round">10</span>' in content
+    assert not Sweep.objects.exists()
+
+
+def test_a_racing_option_out_of_range_is_refused_at_its_field(client):
+    experiment = racing_experiment()
+    response = client.post(
+        reverse("ui:launch", args=[experiment.pk]), launch_data(type="racing", eta="1", preview="1")
+    )
+    assert "must be a number above 1" in response.context["form"].errors["eta"][0]
+
+
+def test_confirming_a_race_keeps_its_options(client):
+    experiment = racing_experiment()
+    data = launch_data(type="racing", min_items="5", confidence="0.9", confirm="1")
+    assert client.post(reverse("ui:launch", args=[experiment.pk]), data).status_code == 302
+    sweep = Sweep.objects.get()
+    assert sweep.type == "racing" and sweep.config["options"] == {"min_items": 5, "confidence": 0.9}
+    assert sweep.race["schedule"] == [5, 10, 20, 40]

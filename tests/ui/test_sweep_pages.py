@@ -98,6 +98,7 @@ def test_runs_json_returns_the_runs_named_by_events(client):
         "latency_ms": 0.0,
         "config": {"temperature": 1.0},
         "error": "HTTP 500 from the stub",
+        "eliminated_after": None,
     }
     assert client.get(url, {"ids": "1,x"}).status_code == 400
 
@@ -123,3 +124,51 @@ def test_an_impossible_transition_is_explained(client):
     sweep = make_sweep(SweepStatus.COMPLETED)
     response = client.post(reverse("ui:sweep_control", args=[sweep.pk, "resume"]), follow=True)
     assert b"is completed; it cannot become running" in response.content
+
+
+def racing_sweep() -> Sweep:
+    """Round 1 on 10 rows dropped the two weaker of four candidates; round 2 is under way."""
+    sweep = make_sweep()
+    runs = list(Run.objects.filter(sweep=sweep).order_by("pk"))
+    Run.objects.filter(pk=runs[1].pk).update(eliminated_after=10)
+    Run.objects.filter(pk=runs[2].pk).update(eliminated_after=10, status=RunStatus.COMPLETED)
+    sweep.type = "racing"
+    sweep.race = {
+        "schedule": [10, 20, 40],
+        "rows_total": 40,
+        "rows": 20,
+        "confidence": 0.95,
+        "alpha": 0.05 / 6,
+        "calls_per_row": 1,
+        "grid_calls": 160,
+        "rounds": [
+            {
+                "round": 1,
+                "rows": 10,
+                "candidates": 4,
+                "leader": runs[0].pk,
+                "eliminated": [runs[1].pk, runs[2].pk],
+                "survivors": 2,
+            },
+            {"round": 2, "rows": 20, "candidates": 2},
+        ],
+        "finished": False,
+    }
+    sweep.save()
+    return sweep
+
+
+def test_a_race_shows_its_rounds_eliminations_and_calls_saved(client):
+    sweep = racing_sweep()
+    content = client.get(reverse("ui:sweep", args=[sweep.pk])).content.decode()
+    assert '<span id="race-round">2</span> on <span id="race-rows">20</span> of 40 rows' in content
+    assert '<span id="race-candidates">2</span> candidates left' in content
+    # 4 candidates on 10 rows, then 2 on 10 more: 60 calls of the grid's 160.
+    assert '<span id="race-calls">60</span>' in content and '<span id="race-saved">100</span>' in content
+    assert content.count('<tr data-round="') == 2 and "Rows 10 → 20 → 40" in content
+    assert content.count("dropped at 10 rows") == 2
+
+
+def test_a_grid_has_no_race_card(client):
+    content = client.get(reverse("ui:sweep", args=[make_sweep().pk])).content.decode()
+    assert 'id="race"' not in content

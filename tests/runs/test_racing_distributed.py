@@ -1,0 +1,67 @@
+"""Racing in distributed mode: RQ worker processes share each round, and a race
+decides exactly as it does on one machine with the same seed."""
+
+import pytest
+
+from experiments.models import SweepStatus
+from runs.models import ResponseCache, Run
+from runs.sweeps import SweepRequest, launch_sweep
+from tests import workers
+from tests.factories import make_endpoint, make_experiment
+from tests.graded_stub import by_temperature, graded_rows
+from tests.runs.sweep_helpers import wait_for_sweep
+
+ACCURACY = {0.0: 0.95, 0.2: 0.9, 0.4: 0.6, 0.6: 0.3, 0.8: 0.1, 1.0: 0.0}
+# 12 candidates in pairs of equals; each worker's first claim takes one top_p's six.
+SPACE = {"top_p": [0.9, 1.0], "temperature": list(ACCURACY)}
+
+
+@pytest.fixture
+def experiment(llm_stub, distributed):
+    llm_stub.responder = by_temperature(ACCURACY)
+    return make_experiment(
+        make_endpoint(base_url=llm_stub.base_url),
+        pipeline=[{"name": "answer", "user": "Question {{ q }}"}],
+        parameter_space=SPACE,
+        scorers=[{"type": "keyword", "weight": 1, "config": {"required_present": ["{{ reference }}"]}}],
+        items=graded_rows(60),
+    )
+
+
+def decisions(sweep) -> tuple[list, dict]:
+    """Each round (rows, candidates, who led, who was dropped) and where every
+    configuration stopped, by configuration: run ids differ between sweeps."""
+    runs = {run.pk: run for run in Run.objects.filter(sweep=sweep)}
+    rounds = [
+        (
+            r["rows"],
+            r["candidates"],
+            runs[r["leader"]].config_hash,
+            sorted(runs[i].config_hash for i in r["eliminated"]),
+        )
+        for r in sweep.race["rounds"]
+    ]
+    return rounds, {run.config_hash: run.eliminated_after for run in runs.values()}
+
+
+def test_two_workers_share_the_rounds_and_decide_as_one_machine_does(
+    experiment, llm_stub, distributed, settings
+):
+    settings.REDIS_URL = ""  # one machine first: the in-process worker
+    settings.SWEEP_WORKERS = 1
+    alone = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="racing", seed=5, max_concurrent=4)))
+    calls_alone = llm_stub.calls
+    ResponseCache.objects.all().delete()  # the second race pays for its own answers
+
+    settings.REDIS_URL = workers.TEST_REDIS_URL
+    settings.SWEEP_WORKERS = 2
+    distributed.start(2)
+    llm_stub.latency_ms = 20
+    shared = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="racing", seed=5, max_concurrent=4)))
+
+    assert alone.status == shared.status == SweepStatus.COMPLETED
+    assert len(alone.race["rounds"]) >= 2 and alone.race["rounds"][0]["eliminated"]
+    assert decisions(shared) == decisions(alone)
+    assert llm_stub.calls == 2 * calls_alone  # the same calls, each paid once per race
+    first_round = Run.objects.filter(sweep=shared, eliminated_after=alone.race["rounds"][0]["rows"])
+    assert len({w.rsplit(":", 1)[0] for w in first_round.values_list("worker", flat=True)}) == 2
