@@ -82,6 +82,14 @@ def test_the_leaderboard_ranks_configurations_with_their_interval(client, sweep)
     assert "data-sortable" in content and '<button type="button" class="sort">Score</button>' in content
 
 
+def test_a_race_lists_its_survivors_first_and_marks_the_dropped(client, sweep):
+    # 0.2 nearly as good but dropped after 2 rows: it ranks below the survivor 1.0.
+    sweep.runs.filter(config__temperature=0.2).update(eliminated_after=2)
+    response = client.get(reverse("ui:leaderboard", args=[sweep.experiment_id]), {"sweep": sweep.pk})
+    assert [r["config"]["temperature"] for r in response.context["rows"]] == [0.0, 1.0, 0.2]
+    assert response.content.decode().count("dropped at 2 rows") == 1
+
+
 def test_charts_draw_the_histogram_and_mark_the_cheapest_nearly_best(client, sweep):
     response = client.get(reverse("ui:charts", args=[sweep.experiment_id]))
     pick = response.context["pick"]
