@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test install install-dev lint bench services
+.PHONY: run test install install-dev lint bench bench-racing services
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ lint:
 
 bench: install-dev
 	$(PY) bench/sweep_throughput.py
+
+bench-racing: install-dev
+	$(PY) bench/racing.py
 
 services:
 	bash scripts/start_services.sh
