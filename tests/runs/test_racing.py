@@ -9,7 +9,7 @@ from runs.leaderboard import leaderboard
 from runs.models import Run, RunStatus
 from runs.queue import wait_for_in_process_jobs
 from runs.racing import race_summary
-from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep
+from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep, stop_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.graded_stub import by_temperature, graded_rows
 from tests.runs.sweep_helpers import runs_by_status, wait_for_sweep, wait_until
@@ -107,3 +107,32 @@ def test_a_budget_that_runs_out_mid_round_stops_the_race(experiment, llm_stub):
     assert set(counts) <= {RunStatus.COMPLETED, RunStatus.CANCELLED}
     assert Run.objects.filter(sweep=sweep, eliminated_after=10, status=RunStatus.COMPLETED).count() == 4
     assert llm_stub.calls < 120
+
+
+def test_a_stopped_race_cancels_what_is_left_and_keeps_its_eliminations(experiment, llm_stub):
+    llm_stub.latency_ms = 20
+    sweep = launch_sweep(experiment, SweepRequest(type="racing", seed=3, max_concurrent=2))
+    wait_until(lambda: len(type(sweep).objects.get(pk=sweep.pk).race["rounds"]) >= 2)
+    sweep = stop_sweep(sweep)
+    sweep = wait_for_sweep(sweep)
+    assert wait_for_in_process_jobs(30)
+    assert sweep.status == SweepStatus.STOPPED and not race_summary(sweep)["finished"]
+    assert set(runs_by_status(sweep)) <= {RunStatus.COMPLETED, RunStatus.CANCELLED}
+    assert eliminations(sweep) == {0.0: None, 0.2: None, 0.4: 10, 0.6: 10, 0.8: 10, 1.0: 10}
+    assert llm_stub.calls < 120
+
+
+def test_repeats_and_a_two_stage_pipeline_race_as_one_stage_does(experiment, llm_stub):
+    experiment.pipeline = [
+        {"name": "draft", "user": "Draft for question {{ q }}"},
+        {"name": "answer", "user": "Question {{ q }}; the draft said: {{ previous }}"},
+    ]
+    experiment.save()
+    sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="racing", seed=3, repeats=2)))
+    assert sweep.status == SweepStatus.COMPLETED
+    assert eliminations(sweep) == {0.0: None, 0.2: None, 0.4: 10, 0.6: 10, 0.8: 10, 1.0: 10}
+    # Two stages, two samples: four calls per candidate and row; the grid would make 960.
+    assert llm_stub.calls == 4 * (6 * 10 + 2 * 10 + 2 * 20) == race_summary(sweep)["calls"]
+    assert race_summary(sweep)["grid_calls"] == 960
+    survivor = Run.objects.get(sweep=sweep, config={"temperature": 0.0})
+    assert survivor.stage_results.count() == 40 * 2 * 2
