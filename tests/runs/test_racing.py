@@ -79,7 +79,7 @@ def test_every_round_is_announced_with_its_eliminations(experiment):
 
 
 def test_a_paused_race_resumes_to_the_same_decisions_without_paying_twice(experiment, llm_stub):
-    llm_stub.latency_ms = 20
+    llm_stub.latency_ms = 50  # rounds two and three take seconds: the pause lands in them
     sweep = launch_sweep(experiment, SweepRequest(type="racing", seed=3, max_concurrent=2))
     wait_until(lambda: len(type(sweep).objects.get(pk=sweep.pk).race["rounds"]) >= 2)
     pause_sweep(sweep)
@@ -110,7 +110,7 @@ def test_a_budget_that_runs_out_mid_round_stops_the_race(experiment, llm_stub):
 
 
 def test_a_stopped_race_cancels_what_is_left_and_keeps_its_eliminations(experiment, llm_stub):
-    llm_stub.latency_ms = 20
+    llm_stub.latency_ms = 50  # rounds two and three take seconds: the stop lands in them
     sweep = launch_sweep(experiment, SweepRequest(type="racing", seed=3, max_concurrent=2))
     wait_until(lambda: len(type(sweep).objects.get(pk=sweep.pk).race["rounds"]) >= 2)
     sweep = stop_sweep(sweep)
