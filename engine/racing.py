@@ -11,8 +11,11 @@ The elimination rule, and why it rarely drops the true best:
 * For a candidate c and the round's leader L (the highest mean on the slice),
   d_i = score_L(i) - score_c(i) over the rows both scored. c is dropped when a
   one-sided paired t-test rejects "c is at least as good as L" at level alpha'.
-  (With no spread in d_i the t statistic is undefined; the exact sign test is
-  used instead: all n differences favour L with probability <= 2^-n.)
+  With no spread in d_i the t statistic is undefined, and the exact sign test
+  is used instead: all n differences favour L with probability <= 2^-n when a
+  positive difference is no likelier than a negative one (exact for right/wrong
+  scores, where "c at least as good" means just that; for other scores it
+  tests the median difference).
 * alpha' = (1 - confidence) / ((rounds - 1) x (candidates - 1)). The true best b
   is dropped only if, after some round, the candidate that leads beats b; the
   leader is chosen after seeing the data, so any of the other candidates can be
