@@ -88,11 +88,14 @@ class Outcome:
 def make_experiment(base_url: str, seed: int):
     from endpoints.models import Endpoint
     from experiments.models import DatasetItem, Experiment
+    from projects.models import Project
 
+    project, _ = Project.objects.get_or_create(name="racing bench")
     endpoint, _ = Endpoint.objects.get_or_create(
-        name="graded-stub", defaults={"base_url": base_url, "default_model": "stub-small"}
+        project=project, name="graded-stub", defaults={"base_url": base_url, "default_model": "stub-small"}
     )
     experiment = Experiment.objects.create(
+        project=project,
         name=f"racing bench, seed {seed}",
         endpoint=endpoint,
         # The seed in the system prompt: each seed draws its own answers.
