@@ -52,6 +52,7 @@ class Runs:
         self.started: list[Any] = []
         self.released: list[tuple[list[Any], bool]] = []
         self.sink_ = InMemoryResultSink()
+        self.spent_before = 0  # tokens the sweep spent before this orchestrator started
 
     # RunSource
     async def claim(self, limit: int) -> list[RunSpec]:
@@ -75,7 +76,8 @@ class Runs:
         return self.state_now
 
     async def add_tokens(self, tokens: int) -> int:
-        return 0
+        self.spent_before += tokens
+        return self.spent_before
 
     async def progress(self, outcomes: list[RunOutcome]) -> None:
         pass
@@ -145,3 +147,16 @@ async def test_a_pause_hands_back_the_runs_claimed_ahead(stub: LLMStub) -> None:
     # ...including the runs claimed ahead that never started.
     assert claimed - set(runs.started)
     assert claimed - set(runs.started) <= set(released)
+
+
+async def test_an_orchestrator_knows_what_the_sweep_spent_before_its_first_call(stub: LLMStub) -> None:
+    # A racing round or a resumed sweep starts a new orchestrator on a sweep that has
+    # already spent its budget: it must not make a single call before its first sync.
+    runs = Runs(stub, count=4)
+    runs.spent_before = 1000
+    async with Gateway(max_concurrent=8) as gateway:
+        report = await Orchestrator(
+            runs, runs, gateway, token_budget=1000, runs_in_flight=4, poll_interval=10
+        ).execute()
+    assert report.reason == "budget_exhausted" and report.finished == 0
+    assert stub.calls == 0
