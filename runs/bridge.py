@@ -137,10 +137,12 @@ def human_scores_of(run_ids: list[int]) -> dict[int, dict[Any, list[float]]]:
     return found
 
 
-def clear_results(run_ids: list[int]) -> None:
-    """Results of an earlier, interrupted attempt are replaced, never doubled."""
-    StageResult.objects.filter(run_id__in=run_ids).delete()
-    Score.objects.filter(run_id__in=run_ids, source=ScoreSource.AUTO).delete()
+def clear_results(run_ids: list[int], item_ids: list[int] | None = None) -> None:
+    """Results of an earlier, interrupted attempt are replaced, never doubled
+    (with `item_ids`, only those rows' results: a race keeps its earlier rounds')."""
+    rows = {} if item_ids is None else {"item_id__in": item_ids}
+    StageResult.objects.filter(run_id__in=run_ids, **rows).delete()
+    Score.objects.filter(run_id__in=run_ids, source=ScoreSource.AUTO, **rows).delete()
 
 
 def run_spec(

@@ -104,13 +104,16 @@ class SweepRuns:
                 )
             )
         claimed = [run.pk for run in runs]
-        bridge.clear_results(claimed)
+        self.clear_earlier_attempts(claimed)
         ratings = bridge.human_scores_of(claimed)
         specs = []
         for run in runs:
             run.experiment = self.experiment
             specs.append(bridge.run_spec(run, self.items, self.endpoints, self.repeats, ratings[run.pk]))
         return specs
+
+    def clear_earlier_attempts(self, run_ids: list[int]) -> None:
+        bridge.clear_results(run_ids)
 
     async def release(self, run_ids: list[Any], cancel: bool) -> None:
         await self.db.write(release_runs, run_ids, cancel)

@@ -324,10 +324,15 @@ def recompute_weighted_score(run: Run) -> float | None:
         return run.weighted_score
     with transaction.atomic():
         _refresh_human_rows(run, name)
-        score, spread = summarize_samples(_weighted_samples(run, scorer_weights(run.experiment)))
+        score, spread = run_summary(run)
         Run.objects.filter(pk=run.pk).update(weighted_score=score, score_spread=spread)
     run.weighted_score, run.score_spread = score, spread
     return score
+
+
+def run_summary(run: Run) -> tuple[float | None, float | None]:
+    """A run's weighted score and spread from the scores it has stored, on every row."""
+    return summarize_samples(_weighted_samples(run, scorer_weights(run.experiment)))
 
 
 def _refresh_human_rows(run: Run, name: str) -> None:

@@ -6,8 +6,12 @@ engine/racing.py's; this module reads and writes the rows.
 A round ends only when every run in it is in (no run of the sweep pending or
 running), whichever worker finished last; that worker closes it under a lock
 on the sweep, goes on with the next round, and queues the sweep's other
-workers' shares again. Survivors are run again on the larger slice: the rows
-they scored before are answered by the cache, so only the new rows cost calls.
+workers' shares again. A survivor is run again on the rows new to the larger
+slice only: its results on earlier rows are kept, its score and totals cover
+every row it has scored, and a run taken back within a round (a pause, a
+crash) gets the answers it already had from the cache. When a stop or the
+token budget cuts a round short, the survivors it cut keep the results of the
+last round they finished.
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from django.db import transaction
+from django.utils import timezone
 
 from engine import racing
 from engine.events import EventType
-from engine.runner import RunSpec
+from engine.runner import ResultSink, RunOutcome, RunSpec
 from engine.sweep import RacingSweep, SweepError
 from engine.types import Item
 from experiments.models import Sweep, SweepStatus, SweepType
+from runs import bridge
 from runs.control import SweepRuns, publish, publish_progress, recount
-from runs.leaderboard import item_scores, scorer_weights
+from runs.leaderboard import item_scores, run_summary, scorer_weights
 from runs.models import Run, RunStatus
 from runs.queue import enqueue
 
@@ -79,23 +85,64 @@ def race_estimate(race: dict) -> dict:
     }
 
 
-# -- claiming: each run on the current slice ------------------------------------------
+# -- claiming: each run on the rows new to the current round ------------------------------
+def new_rows(race: dict) -> slice:
+    """The current round's rows in the race's order: those past the previous slice."""
+    rounds = race["rounds"]
+    return slice(rounds[-2]["rows"] if len(rounds) > 1 else 0, race["rows"])
+
+
 class RaceRuns(SweepRuns):
-    """SweepRuns for a racing sweep: the rows in the race's seeded order, and each
-    claimed run scored on the first `rows` of them."""
+    """SweepRuns for a racing sweep: the rows in the race's seeded order, each
+    claimed run scored on the current round's new rows, and its outcome added
+    to what it scored in earlier rounds."""
 
     def __init__(self, sweep: Sweep, db: Any, endpoints: dict, items: list[Item], repeats: int):
         super().__init__(sweep, db, endpoints, racing.row_order(items, sweep.config.get("seed")), repeats)
+        self.weights = scorer_weights(sweep.experiment)
+        self.rows = slice(0, 0)
+
+    def clear_earlier_attempts(self, run_ids: list[int]) -> None:
+        # Read after the claim: a run is pending only once the round that set
+        # these rows has committed, and no round closes while it runs.
+        self.rows = new_rows(Sweep.objects.values_list("race", flat=True).get(pk=self.sweep_id))
+        bridge.clear_results(run_ids, [item.id for item in self.items[self.rows]])
 
     def _claim(self, limit: int) -> list[RunSpec]:
         specs = super()._claim(limit)
-        if specs:
-            # Read after the claim: a run is pending only once the round that set
-            # these rows has committed, and no round closes while it runs.
-            rows = Sweep.objects.values_list("race", flat=True).get(pk=self.sweep_id)["rows"]
-            for spec in specs:
-                spec.items = spec.items[:rows]
+        for spec in specs:
+            spec.items = spec.items[self.rows]
         return specs
+
+    def sink(self, spec: RunSpec) -> ResultSink:
+        return RaceResultSink(spec.run_id, self.db, worker=self.token, claimed=True)
+
+
+class RaceResultSink(bridge.OrmResultSink):
+    async def run_finished(self, outcome: RunOutcome) -> None:
+        await self.db.write(save_round_outcome, self.run_id, outcome)
+
+
+def save_round_outcome(run_id: int, outcome: RunOutcome) -> None:
+    """A round's outcome added to the run's earlier rounds: the score over every
+    row it has scored, the totals summed (the mean latency weighted by calls)."""
+    run = Run.objects.select_related("experiment").get(pk=run_id)
+    calls = run.calls + outcome.calls
+    latency = (run.latency_ms * run.calls + outcome.mean_call_latency_ms * outcome.calls) / max(1, calls)
+    score, spread = run_summary(run)
+    Run.objects.filter(pk=run_id).update(
+        status=RunStatus.COMPLETED if outcome.status == "completed" else RunStatus.FAILED,
+        weighted_score=score,
+        score_spread=spread,
+        tokens_in=run.tokens_in + outcome.tokens_in,
+        tokens_out=run.tokens_out + outcome.tokens_out,
+        latency_ms=latency,
+        wall_ms=run.wall_ms + outcome.latency_ms,
+        calls=calls,
+        cached_calls=run.cached_calls + outcome.cached_calls,
+        error=outcome.error[:5000],
+        finished_at=timezone.now(),
+    )
 
 
 # -- closing a round ------------------------------------------------------------------
@@ -150,9 +197,7 @@ def start_round(sweep: Sweep, survivors: list[int]) -> None:
     rows = race["schedule"][len(race["rounds"])]
     race["rounds"].append({"round": len(race["rounds"]) + 1, "rows": rows, "candidates": len(survivors)})
     race["rows"] = rows
-    Run.objects.filter(pk__in=survivors).update(
-        status=RunStatus.PENDING, worker="", heartbeat_at=None, started_at=None, finished_at=None
-    )
+    Run.objects.filter(pk__in=survivors).update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
 
 
 def announce(sweep: Sweep, closed: dict) -> None:
@@ -180,6 +225,19 @@ def share_round(sweep: Sweep) -> None:
 
     for _ in range(sweep.config.get("workers", 1) - 1):
         enqueue(execute_sweep, sweep.pk, queue="sweeps")
+
+
+def keep_cut_survivors(sweep: Sweep) -> None:
+    """A race stopped (or out of budget) mid-round: the survivors it cut keep the
+    rows of the last round they finished, and rank as survivors on those."""
+    race = sweep.race
+    if sweep.type != SweepType.RACING or len(race.get("rounds", ())) < 2 or "leader" in race["rounds"][-1]:
+        return  # nothing cut: the first round has no earlier one, and a closed round was finished
+    cut = Run.objects.filter(sweep=sweep, status=RunStatus.CANCELLED, eliminated_after__isnull=True)
+    order = racing.row_order(bridge.items_of(sweep.experiment), sweep.config.get("seed"))
+    bridge.clear_results(list(cut.values_list("id", flat=True)), [i.id for i in order[new_rows(race)]])
+    cut.update(status=RunStatus.COMPLETED)  # its score and totals are still the last round's
+    recount(sweep)
 
 
 def race_over(sweep: Sweep) -> bool:

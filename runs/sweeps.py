@@ -288,6 +288,7 @@ def finish_sweep(sweep_id: int, report: SweepReport) -> str:
         publish_progress(sweep)
         return report.reason
     status, kind = final
+    racing.keep_cut_survivors(sweep)  # before the sweep shows as finished
     # Only the last worker out gets to finish the sweep (and announce it once).
     if Sweep.objects.filter(pk=sweep_id, status=sweep.status, finished_at__isnull=True).update(
         status=status, finished_at=timezone.now()

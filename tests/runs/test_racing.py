@@ -55,6 +55,16 @@ def test_a_race_drops_the_clear_losers_after_the_first_slice(experiment, llm_stu
     assert runs_by_status(sweep) == {RunStatus.COMPLETED: 6}
 
 
+def test_a_survivor_adds_each_round_to_the_rows_it_scored_before(experiment):
+    sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="racing", seed=3)))
+    best = Run.objects.get(sweep=sweep, config={"temperature": 0.0})
+    # Rounds of 10, 10 and 20 new rows: every row asked once, its results kept.
+    assert (best.calls, best.cached_calls, best.stage_results.count()) == (40, 0, 40)
+    assert best.weighted_score == 1.0 and best.tokens_in == 40 * 2
+    dropped = Run.objects.get(sweep=sweep, config={"temperature": 1.0})
+    assert (dropped.calls, dropped.stage_results.count(), dropped.weighted_score) == (10, 10, 0.0)
+
+
 def test_survivors_are_ranked_on_every_row_above_the_eliminated(experiment):
     sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="racing", seed=3)))
     rows = leaderboard(experiment, n=10, sweep_id=sweep.pk)
@@ -98,14 +108,18 @@ def test_a_budget_that_runs_out_mid_round_stops_the_race(experiment, llm_stub):
     sweep = launch_sweep(experiment, SweepRequest(type="racing", seed=3, max_concurrent=2, max_tokens=400))
     sweep = wait_for_sweep(sweep)
     assert wait_for_in_process_jobs(30)
+    sweep.refresh_from_db()  # the status shows before the last worker has settled the counts
     assert sweep.status == SweepStatus.BUDGET_EXHAUSTED
     race = race_summary(sweep)
     assert race["round"] >= 2 and not race["finished"]
     assert "leader" not in race["rounds"][-1]  # the round the budget cut short was never decided
     assert eliminations(sweep) == {0.0: None, 0.2: None, 0.4: 10, 0.6: 10, 0.8: 10, 1.0: 10}
-    counts = runs_by_status(sweep)
-    assert set(counts) <= {RunStatus.COMPLETED, RunStatus.CANCELLED}
-    assert Run.objects.filter(sweep=sweep, eliminated_after=10, status=RunStatus.COMPLETED).count() == 4
+    # The survivors the budget cut keep the last round they finished, and lead the leaderboard.
+    assert runs_by_status(sweep) == {RunStatus.COMPLETED: 6}
+    rows = leaderboard(experiment, n=10, sweep_id=sweep.pk)
+    assert [r["eliminated_after"] for r in rows] == [None, None, 10, 10, 10, 10]
+    assert {r["n_items"] for r in rows[:2]} <= {20, 40} and {r["n_items"] for r in rows[2:]} == {10}
+    assert sweep.completed_runs == 6
     assert llm_stub.calls < 120
 
 
@@ -117,7 +131,7 @@ def test_a_stopped_race_cancels_what_is_left_and_keeps_its_eliminations(experime
     sweep = wait_for_sweep(sweep)
     assert wait_for_in_process_jobs(30)
     assert sweep.status == SweepStatus.STOPPED and not race_summary(sweep)["finished"]
-    assert set(runs_by_status(sweep)) <= {RunStatus.COMPLETED, RunStatus.CANCELLED}
+    assert runs_by_status(sweep) == {RunStatus.COMPLETED: 6}  # the cut survivors keep their last round
     assert eliminations(sweep) == {0.0: None, 0.2: None, 0.4: 10, 0.6: 10, 0.8: 10, 1.0: 10}
     assert llm_stub.calls < 120
 
