@@ -99,8 +99,7 @@ class RaceRuns(SweepRuns):
 
     def __init__(self, sweep: Sweep, db: Any, endpoints: dict, items: list[Item], repeats: int):
         super().__init__(sweep, db, endpoints, racing.row_order(items, sweep.config.get("seed")), repeats)
-        self.weights = scorer_weights(sweep.experiment)
-        self.rows = slice(0, 0)
+        self.rows = slice(0, 0)  # the current claim's rows, read while claiming
 
     def clear_earlier_attempts(self, run_ids: list[int]) -> None:
         # Read after the claim: a run is pending only once the round that set
