@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from engine import racing
 from engine.events import EventType
-from engine.runner import ResultSink, RunOutcome, RunSpec
+from engine.runner import ResultSink, RunOutcome, RunSpec, ScorerStats
 from engine.sweep import RacingSweep, SweepError
 from engine.types import Item
 from experiments.models import Sweep, SweepStatus, SweepType
@@ -139,9 +139,26 @@ def save_round_outcome(run_id: int, outcome: RunOutcome) -> None:
         wall_ms=run.wall_ms + outcome.latency_ms,
         calls=calls,
         cached_calls=run.cached_calls + outcome.cached_calls,
+        scorer_stats=added_scorer_stats(run.scorer_stats, outcome.scorer_stats),
         error=outcome.error[:5000],
         finished_at=timezone.now(),
     )
+
+
+def added_scorer_stats(before: dict[str, ScorerStats], now: dict[str, ScorerStats]) -> dict[str, ScorerStats]:
+    """Each scorer's counts over both rounds; its mean spread weighted by the outputs it covers."""
+    out = dict(before)
+    for name, new in now.items():
+        old = before.get(name) or ScorerStats(scored=0, errors=0, mean_spread=None, spread_outputs=0)
+        outputs = old["spread_outputs"] + new["spread_outputs"]
+        spread = sum((s["mean_spread"] or 0.0) * s["spread_outputs"] for s in (old, new))
+        out[name] = ScorerStats(
+            scored=old["scored"] + new["scored"],
+            errors=old["errors"] + new["errors"],
+            mean_spread=spread / outputs if outputs else None,
+            spread_outputs=outputs,
+        )
+    return out
 
 
 # -- closing a round ------------------------------------------------------------------

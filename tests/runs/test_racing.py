@@ -61,6 +61,12 @@ def test_a_survivor_adds_each_round_to_the_rows_it_scored_before(experiment):
     # Rounds of 10, 10 and 20 new rows: every row asked once, its results kept.
     assert (best.calls, best.cached_calls, best.stage_results.count()) == (40, 0, 40)
     assert best.weighted_score == 1.0 and best.tokens_in == 40 * 2
+    assert best.scorer_stats["keyword"] == {
+        "scored": 40,
+        "errors": 0,
+        "mean_spread": None,
+        "spread_outputs": 0,
+    }
     dropped = Run.objects.get(sweep=sweep, config={"temperature": 1.0})
     assert (dropped.calls, dropped.stage_results.count(), dropped.weighted_score) == (10, 10, 0.0)
 
