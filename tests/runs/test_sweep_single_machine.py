@@ -56,6 +56,9 @@ def test_a_grid_of_3x2x2_yields_exactly_12_runs(experiment, llm_stub):
 
 def test_events_tell_the_story_in_order(experiment):
     sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="grid")))
+    # The status turns final a moment before the job announces it: the events are all
+    # in once the job has returned.
+    assert wait_for_in_process_jobs(60)
     events = event_bus().recent(experiment.pk)
     ids = [e.id for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
