@@ -5,6 +5,7 @@ from django.db.models import F, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,6 +15,7 @@ from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project
 from runs.bridge import cache_table_stats
+from runs.compare import compare_runs
 from runs.leaderboard import RatingRefused, leaderboard, record_rating
 from runs.models import Run
 from runs.queue import enqueue
@@ -21,6 +23,8 @@ from runs.serializers import (
     ORDERINGS,
     CacheStatsQuerySerializer,
     CacheStatsSerializer,
+    CompareQuerySerializer,
+    ComparisonSerializer,
     LeaderboardQuerySerializer,
     LeaderboardSerializer,
     RatingResultSerializer,
@@ -137,6 +141,19 @@ class RunViewSet(
         rows = leaderboard(experiment, n=params["n"], sweep_id=params.get("sweep"))
         data = {"experiment": experiment.pk, "sweep": params.get("sweep"), "results": rows}
         return Response(LeaderboardSerializer(data).data)
+
+    @extend_schema(parameters=[CompareQuerySerializer], responses=ComparisonSerializer)
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def compare(self, request: Request) -> Response:
+        """Run b against run a, item by item (runs of one experiment)."""
+        params = query(CompareQuerySerializer, request)
+        a = get_for_user(Run.objects.select_related("experiment"), request.user, pk=params["a"])
+        b = get_for_user(Run, request.user, pk=params["b"])
+        if b.experiment_id != a.experiment_id:
+            raise ValidationError(
+                {"b": "Run b belongs to another experiment; compare runs of one experiment."}
+            )
+        return Response(ComparisonSerializer(compare_runs(a, b)).data)
 
 
 # -- sweeps -------------------------------------------------------------------------

@@ -404,3 +404,27 @@ class CacheStatsSerializer(serializers.Serializer):
     hit_rate = serializers.FloatField(help_text="hits / (hits + misses); 0 when both are 0.")
     entries = serializers.IntegerField()
     storage_bytes = serializers.IntegerField(help_text="Characters of stored answers.")
+
+
+class CompareQuerySerializer(serializers.Serializer):
+    a = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="The run compared from.")
+    b = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="The run compared to.")
+
+
+class ComparedItemSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    a_score = serializers.FloatField()
+    b_score = serializers.FloatField()
+    delta = serializers.FloatField(help_text="b_score − a_score.")
+    a_output = serializers.CharField()
+    b_output = serializers.CharField()
+
+
+class ComparisonSerializer(serializers.Serializer):
+    a = serializers.IntegerField()
+    b = serializers.IntegerField()
+    mean_delta = serializers.FloatField(allow_null=True, help_text="Mean of b − a over the shared items.")
+    ci_low = serializers.FloatField(allow_null=True, help_text="95% paired bootstrap interval.")
+    ci_high = serializers.FloatField(allow_null=True)
+    items = ComparedItemSerializer(many=True)
+    regressions = serializers.ListField(child=serializers.IntegerField(), help_text="Items b scored lower.")

@@ -48,7 +48,11 @@ OBJECTS = {
 KWARGS = {"item_pk": "item", "user_id": "member", "experiment_id": "experiment"}
 FIXED_KWARGS = {"fmt": "json", "action": "stop"}
 # Collection routes that name the team's object in the query string.
-QUERIES = {"run-leaderboard": "?experiment={experiment}", "cache-stats": "?project={project}"}
+QUERIES = {
+    "run-leaderboard": "?experiment={experiment}",
+    "run-compare": "?a={run}&b={run}",
+    "cache-stats": "?project={project}",
+}
 # Routes that reach no project's object: anyone logged in may use them, and what
 # they answer is checked for the mark like everything else.
 UNSCOPED = {

@@ -55,13 +55,13 @@ def stage_result(
 ) -> StageResult:
     fields.setdefault("tokens_in", 10)
     fields.setdefault("tokens_out", 5)
+    fields.setdefault("output", "Paris")
     return StageResult.objects.create(
         run=run,
         item=item,
         stage_index=0,
         stage_name="answer",
         user_prompt="Capital of France?",
-        output="Paris",
         cached=cached,
         latency_ms=latency_ms,
         config_hash="h",
