@@ -96,7 +96,12 @@ class DatasetItem(models.Model):
         indexes = [models.Index(fields=["experiment", "position"])]
 
     def __str__(self) -> str:
-        return f"#{self.position} {str(self.input)[:60]}"
+        return f"#{self.number} {str(self.input)[:60]}"
+
+    @property
+    def number(self) -> int:
+        """The row's number as people count (from 1); `position` counts from 0."""
+        return self.position + 1
 
 
 class SweepType(models.TextChoices):

@@ -172,7 +172,7 @@ def dataset(request: HttpRequest, pk: int) -> HttpResponse:
         item = form.save(commit=False)
         item.position = experiment.next_position()
         item.save()
-        messages.success(request, f"Added row #{item.position}.")
+        messages.success(request, f"Added row #{item.number}.")
         return redirect("ui:dataset", pk=pk)
     items = experiment.items.all()
     context = {
@@ -206,7 +206,7 @@ def dataset_item_edit(request: HttpRequest, pk: int, item_pk: int) -> HttpRespon
     form = DatasetItemForm(request.POST or None, variables=variables, instance=item)
     if request.method == "POST" and form.is_valid() and changeable(request, item.experiment):
         form.save()
-        messages.success(request, f"Saved row #{item.position}.")
+        messages.success(request, f"Saved row #{item.number}.")
         return redirect("ui:dataset", pk=pk)
     context = {"experiment": item.experiment, "item": item, "form": form, "tab": "dataset"}
     return render(request, "experiments/dataset_item.html", context)
@@ -221,7 +221,7 @@ def dataset_item_delete(request: HttpRequest, pk: int, item_pk: int) -> HttpResp
     )
     if changeable(request, item.experiment):
         item.delete()
-        messages.success(request, f"Deleted row #{item.position}.")
+        messages.success(request, f"Deleted row #{item.number}.")
     return redirect("ui:dataset", pk=pk)
 
 

@@ -45,9 +45,11 @@ urlpatterns = [
     path("experiments/<int:pk>/launch/", runs.launch, name="launch"),
     path("experiments/<int:pk>/leaderboard/", runs.leaderboard_page, name="leaderboard"),
     path("experiments/<int:pk>/charts/", runs.charts, name="charts"),
+    path("experiments/<int:pk>/matrix/", runs.matrix, name="matrix"),
     path("sweeps/<int:pk>/", runs.sweep_live, name="sweep"),
     path("sweeps/<int:pk>/runs.json", runs.sweep_runs_json, name="sweep_runs"),
     path("sweeps/<int:pk>/<str:action>/", runs.sweep_control, name="sweep_control"),
+    path("runs/compare/", runs.compare, name="compare"),
     path("runs/<int:pk>/", runs.run_detail, name="run"),
     path("runs/<int:pk>/items/<int:item_pk>/rate/", runs.rate_item, name="rate"),
 ]

@@ -16,10 +16,12 @@ from experiments.models import Experiment, Sweep, SweepStatus
 from experiments.views import experiment_for
 from projects.access import get_for_user
 from projects.models import Role
+from runs.compare import best_run, compare_runs, marked_diff, previous_sweep
 from runs.events import event_bus
 from runs.forms import LaunchForm, RatingForm
 from runs.judging import judge_names, run_judge_stats
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
+from runs.matrix import FILTERS, choosable_runs, chosen_runs, matrix_cells, matrix_rows
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 from runs.racing import race_summary
 from runs.sweeps import (
@@ -39,6 +41,8 @@ LIVE_ROWS = 50
 LEADERBOARD_ROWS = 50
 CHART_POINTS = 1000
 ITEMS_PER_PAGE = 10
+COMPARED_PER_PAGE = 50
+MATRIX_ROWS = 25
 NEARLY_AS_GOOD = 0.02  # without a tie test: within this of the best score
 
 
@@ -91,6 +95,7 @@ def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
         "controls": [("pause", "Pause"), ("resume", "Resume"), ("stop", "Stop")],
         "allowed": allowed_actions(sweep.status),
         "race": race_summary(sweep),
+        "compare_url": None if sweep.is_active else sweep_comparison_url(sweep),
     }
     return render(request, "runs/sweep.html", context)
 
@@ -360,6 +365,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_for_user(Run.objects.select_related("experiment", "sweep"), request.user, pk=pk)
     item_ids = run.stage_results.values_list("item_id", flat=True).distinct().order_by("item_id")
     items = run.experiment.items.filter(pk__in=item_ids)
+    if request.GET.get("item", "").isdigit():  # one row, from the side-by-side view
+        items = items.filter(pk=request.GET["item"])
     page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         "experiment": run.experiment,
@@ -413,7 +420,7 @@ def rate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
     item = get_object_or_404(run.experiment.items, pk=item_pk)
     form = RatingForm(request.POST, prefix=f"item{item.pk}")
     if not form.is_valid():
-        messages.error(request, f"Row #{item.position}: choose a rating from 1 to 10.")
+        messages.error(request, f"Row #{item.number}: choose a rating from 1 to 10.")
         return redirect(f"{reverse('ui:run', args=[pk])}#item-{item.pk}")
     rating = form.cleaned_data["rating"]
     try:
@@ -421,7 +428,101 @@ def rate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
     except RatingRefused as exc:
         messages.error(request, str(exc))
         return redirect(f"{reverse('ui:run', args=[pk])}#item-{item.pk}")
-    messages.success(request, f"Saved your rating of {rating}/10 for row #{item.position}.")
+    messages.success(request, f"Saved your rating of {rating}/10 for row #{item.number}.")
     page = request.POST.get("page", "")
     suffix = f"?page={page}" if page.isdigit() else ""
     return redirect(f"{reverse('ui:run', args=[pk])}{suffix}#item-{item.pk}")
+
+
+# -- comparing two runs ------------------------------------------------------------------
+@login_required
+@require_safe
+def compare(request: HttpRequest) -> HttpResponse:
+    """Run b against run a: `?a=&b=`, or the two runs ticked on the leaderboard (`?run=&run=`)."""
+    ids = compared_ids(request)
+    if ids is None:
+        return render(request, "runs/compare_error.html", status=400)
+    a = get_for_user(Run.objects.select_related("experiment"), request.user, pk=ids[0])
+    b = get_for_user(Run, request.user, pk=ids[1])
+    if b.experiment_id != a.experiment_id:
+        raise Http404("Run b belongs to another experiment.")
+    comparison = compare_runs(a, b)
+    worse_only = request.GET.get("worse") == "1"
+    items = [i for i in comparison["items"] if i["delta"] < 0] if worse_only else comparison["items"]
+    page = Paginator(items, COMPARED_PER_PAGE).get_page(request.GET.get("page"))
+    varying = varying_keys([a.config, b.config])
+    context = {
+        "experiment": a.experiment,
+        "tab": "leaderboard",
+        "a": a,
+        "b": b,
+        "comparison": comparison,
+        "params": [(key, a.config.get(key), b.config.get(key)) for key in varying],
+        "page": page,
+        "rows": [dict(item, diff=marked_diff(item["a_output"], item["b_output"])) for item in page],
+        "worse_only": worse_only,
+        "page_query": page_query(request),
+    }
+    return render(request, "runs/compare.html", context)
+
+
+def page_query(request: HttpRequest) -> str:
+    """The page's query string without `page`, ready for `?{query}page=N`."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode() + "&" if params else ""
+
+
+def compared_ids(request: HttpRequest) -> tuple[int, int] | None:
+    ids = request.GET.getlist("run") or [request.GET.get("a", ""), request.GET.get("b", "")]
+    if len(ids) != 2 or not all(i.isdigit() for i in ids):
+        return None
+    return int(ids[0]), int(ids[1])
+
+
+def sweep_comparison_url(sweep: Sweep) -> str | None:
+    """This sweep's best run against the previous sweep's best, when both have one."""
+    earlier = previous_sweep(sweep)
+    before = best_run(earlier) if earlier else None
+    after = best_run(sweep) if before else None
+    if after is None:
+        return None
+    return f"{reverse('ui:compare')}?a={before.pk}&b={after.pk}"
+
+
+# -- the outputs side by side ------------------------------------------------------------
+@login_required
+@require_safe
+def matrix(request: HttpRequest, pk: int) -> HttpResponse:
+    """One row per dataset row, one column per chosen configuration (`?run=` ticked,
+    else the leaderboard's top 4); `?filter=disagree|failures`, `?q=` text, `?page=`."""
+    experiment = experiment_for(request, pk)
+    sweep = sweep_filter(request, experiment)
+    kind = request.GET.get("filter", "")
+    if kind not in FILTERS:
+        kind = ""
+    text = request.GET.get("q", "").strip()[:200]
+    choices = choosable_runs(experiment, sweep.pk if sweep else None)
+    runs = chosen_runs(choices, [int(i) for i in request.GET.getlist("run") if i.isdigit()])
+    rows = matrix_rows(experiment, [run.pk for run in runs], kind, text)
+    page = Paginator(rows, MATRIX_ROWS).get_page(request.GET.get("page"))
+    items = list(page.object_list)
+    varying = varying_keys([run.config for run in choices])
+    context = {
+        "experiment": experiment,
+        "sweep": sweep,
+        "tab": "matrix",
+        "choices": [(run, run in runs, column_label(run, varying)) for run in choices],
+        "columns": [(run, column_label(run, varying)) for run in runs],
+        "page": page,
+        "rows": list(zip(items, matrix_cells(runs, items), strict=True)),
+        "filters": FILTERS.items(),
+        "kind": kind,
+        "text": text,
+        "page_query": page_query(request),
+    }
+    return render(request, "runs/matrix.html", context)
+
+
+def column_label(run: Run, varying: list[str]) -> str:
+    return ", ".join(f"{key}={short(run.config.get(key), 30)}" for key in varying) or f"run #{run.pk}"

@@ -51,6 +51,7 @@ FIXED_KWARGS = {"fmt": "json", "action": "stop"}
 QUERIES = {
     "run-leaderboard": "?experiment={experiment}",
     "run-compare": "?a={run}&b={run}",
+    "ui:compare": "?a={run}&b={run}",
     "cache-stats": "?project={project}",
 }
 # Routes that reach no project's object: anyone logged in may use them, and what

@@ -116,7 +116,7 @@ def test_a_rating_is_stored_as_a_human_score_and_updated_not_duplicated(client, 
     response = client.post(
         url, {f"item{item.pk}-rating": "7", f"item{item.pk}-comment": "Fine."}, follow=True
     )
-    assert b"Saved your rating of 7/10 for row #1." in response.content
+    assert b"Saved your rating of 7/10 for row #2." in response.content  # position 1: the second row
     client.post(url, {f"item{item.pk}-rating": "10", f"item{item.pk}-comment": "Perfect."})
     rating = Score.objects.get(run=run, source=ScoreSource.HUMAN)
     assert (rating.value, rating.author, rating.comment, rating.item) == (1.0, alice, "Perfect.", item)
