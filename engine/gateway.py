@@ -52,6 +52,8 @@ class Gateway:
         self.admission: Callable[[], contextlib.AbstractAsyncContextManager[None]] = _admit_all
         # Counters of real (non-cached) calls; a sweep's budget reads them.
         self.calls_made = 0
+        # Every call that finished, cached or not, failed or not: a sweep's progress.
+        self.calls_finished = 0
         self.tokens_in_spent = 0
         self.tokens_out_spent = 0
         self._adapters: dict[str, BaseAdapter] = {}
@@ -83,9 +85,12 @@ class Gateway:
             "params": {k: v for k, v in params.items() if k not in UNHASHED_PARAMS},
             "sample_index": sample_index,
         }
-        response, cached = await self.cache.get_or_call(
-            config_hash, lambda: self._call(endpoint, messages, model, params), metadata
-        )
+        try:
+            response, cached = await self.cache.get_or_call(
+                config_hash, lambda: self._call(endpoint, messages, model, params), metadata
+            )
+        finally:
+            self.calls_finished += 1
         return CallResult(response=response, config_hash=config_hash, cached=cached)
 
     async def _call(

@@ -50,6 +50,8 @@ class SweepControl(Protocol):
 
     async def progress(self, outcomes: list[RunOutcome]) -> None: ...  # finished runs, batched
 
+    async def add_calls(self, calls: int) -> None: ...  # calls finished since the last sync
+
     async def heartbeat(self) -> None: ...
 
 
@@ -112,6 +114,8 @@ class Orchestrator:
         self.report = SweepReport()
         self._unsynced = 0  # tokens spent here, not yet added to the shared total
         self._known_total = 0  # the shared total as of the last sync
+        # The gateway's finished calls already added to the sweep (it may have served others before).
+        self._calls_synced = llm.calls_finished
         self._finished: list[RunOutcome] = []
         self._tasks: dict[asyncio.Task, Any] = {}
         self._unstarted: list[Any] = []  # run ids claimed but not started when dispatch ended
@@ -130,6 +134,9 @@ class Orchestrator:
         self._known_total = await self.control.add_tokens(delta)
         if self._known_total >= self.token_budget and self._halt is None:
             self._close("budget_exhausted")
+        calls, self._calls_synced = self.llm.calls_finished - self._calls_synced, self.llm.calls_finished
+        if calls:
+            await self.control.add_calls(calls)
         if self._finished:
             done, self._finished = self._finished, []
             await self.control.progress(done)

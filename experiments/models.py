@@ -149,6 +149,10 @@ class Sweep(models.Model):
     max_concurrent = models.PositiveIntegerField(default=8)
     token_budget = models.BigIntegerField(default=1_000_000)
     tokens_used = models.BigIntegerField(default=0)
+    # LLM calls answered so far (cache hits and failures included), against estimate["calls"].
+    calls_done = models.BigIntegerField(default=0)
+    # When a sweep.progress event last went out: workers publish a few a second at most.
+    progress_at = models.DateTimeField(null=True, blank=True)
     estimate = models.JSONField(default=dict, blank=True)
     # Racing sweeps: the slices, each round's candidates and eliminations (runs/racing.py).
     race = models.JSONField(default=dict, blank=True)
@@ -185,6 +189,10 @@ class Sweep(models.Model):
     @property
     def remaining_runs(self) -> int:
         return max(0, self.total_runs - self.completed_runs - self.failed_runs - self.cancelled_runs)
+
+    @property
+    def total_calls(self) -> int:
+        return int(self.estimate.get("calls", 0)) if isinstance(self.estimate, dict) else 0
 
     @property
     def progress(self) -> float:

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # intcomma: numbers grouped as the live view's JavaScript groups them
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",

@@ -25,6 +25,7 @@ from runs.models import Run, RunStatus
 from runs.queue import worker_name
 
 FLAG_KEY = "promptlooper:sweep:{}:state"
+PROGRESS_EVERY_S = 0.25  # call counts: a few sweep.progress events a second per sweep
 STATE_OF_STATUS = {
     SweepStatus.PAUSED: PAUSED,
     SweepStatus.STOPPING: STOPPING,
@@ -142,8 +143,17 @@ class SweepRuns:
         Sweep.objects.filter(pk=self.sweep_id).update(
             completed_runs=F("completed_runs") + completed,
             failed_runs=F("failed_runs") + len(outcomes) - completed,
+            progress_at=timezone.now(),
         )
         publish_progress(Sweep.objects.get(pk=self.sweep_id))
+
+    async def add_calls(self, calls: int) -> None:
+        await self.db.write(self._add_calls, calls)
+
+    def _add_calls(self, calls: int) -> None:
+        Sweep.objects.filter(pk=self.sweep_id).update(calls_done=F("calls_done") + calls)
+        if claim_progress_event(self.sweep_id):
+            publish_progress(Sweep.objects.get(pk=self.sweep_id))
 
     async def heartbeat(self) -> None:
         await self.db.write(self._heartbeat)
@@ -192,6 +202,14 @@ def publish(sweep: Sweep, kind: EventType, **data: Any) -> None:
     event_bus().publish(kind, experiment_id=sweep.experiment_id, sweep_id=sweep.pk, **data)
 
 
+def claim_progress_event(sweep_id: int) -> bool:
+    """Whether this worker may publish a call-count event now: at most one per
+    PROGRESS_EVERY_S per sweep, whichever worker asks (a conditional UPDATE)."""
+    now = timezone.now()
+    due = Q(progress_at__isnull=True) | Q(progress_at__lte=now - timedelta(seconds=PROGRESS_EVERY_S))
+    return Sweep.objects.filter(due, pk=sweep_id).update(progress_at=now) == 1
+
+
 def publish_progress(sweep: Sweep) -> None:
     publish(
         sweep,
@@ -203,6 +221,8 @@ def publish_progress(sweep: Sweep) -> None:
         cancelled_runs=sweep.cancelled_runs,
         tokens_used=sweep.tokens_used,
         token_budget=sweep.token_budget,
+        calls_done=sweep.calls_done,
+        total_calls=sweep.total_calls,
     )
 
 

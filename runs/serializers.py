@@ -65,6 +65,7 @@ class SweepSerializer(serializers.ModelSerializer):
     estimate = EstimateSerializer(read_only=True)
     progress = serializers.FloatField(read_only=True)
     race = serializers.SerializerMethodField(help_text="Racing sweeps: rounds, eliminations, calls saved.")
+    total_calls = serializers.IntegerField(read_only=True, help_text="LLM calls planned (the estimate).")
 
     class Meta:
         model = Sweep
@@ -79,6 +80,8 @@ class SweepSerializer(serializers.ModelSerializer):
             "failed_runs",
             "cancelled_runs",
             "progress",
+            "calls_done",
+            "total_calls",
             "max_concurrent",
             "tokens_used",
             "token_budget",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import messages
@@ -92,6 +93,8 @@ def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
         "done": sweep.total_runs - sweep.remaining_runs,
         "percent": percent(sweep.total_runs - sweep.remaining_runs, sweep.total_runs),
         "token_percent": percent(sweep.tokens_used, sweep.token_budget),
+        "calls_shown": min(sweep.calls_done, sweep.total_calls),
+        "call_percent": percent(sweep.calls_done, sweep.total_calls),
         "controls": [("pause", "Pause"), ("resume", "Resume"), ("stop", "Stop")],
         "allowed": allowed_actions(sweep.status),
         "race": race_summary(sweep),
@@ -138,6 +141,7 @@ def sweep_runs_json(request: HttpRequest, pk: int) -> JsonResponse:
 
 
 def run_row(run: Run, varying: list[str]) -> dict:
+    config = {k: short(run.config.get(k)) for k in varying} if varying else run.config
     return {
         "id": run.pk,
         "url": reverse("ui:run", args=[run.pk]),
@@ -146,9 +150,22 @@ def run_row(run: Run, varying: list[str]) -> dict:
         "score_spread": run.score_spread,
         "tokens": run.total_tokens,
         "latency_ms": round(run.latency_ms, 1),
-        "config": {k: short(run.config.get(k)) for k in varying} if varying else run.config,
+        "config": config,
         "error": run.error[:300],
         "eliminated_after": run.eliminated_after,
+        "shown": shown_cells(run, config),
+    }
+
+
+def shown_cells(run: Run, config: dict) -> dict:
+    """The row's cells as text, formatted once here for the page and the live
+    view alike (so a row added live reads exactly as one rendered by the server)."""
+    score = "—" if run.weighted_score is None else f"{run.weighted_score:.3f}"
+    return {
+        "score": score,
+        "config": [value if isinstance(value, str) else json.dumps(value) for value in config.values()],
+        "tokens": f"{run.total_tokens:,}",
+        "latency": f"{run.latency_ms:,.0f} ms",
     }
 
 

@@ -21,6 +21,8 @@
     cancelled_runs: "cancelled",
     tokens_used: "tokens",
     token_budget: "budget",
+    calls_done: "calls",
+    total_calls: "totalCalls",
   };
 
   const state = {
@@ -31,6 +33,8 @@
     cancelled: Number(root.dataset.cancelled),
     tokens: Number(root.dataset.tokens),
     budget: Number(root.dataset.budget),
+    calls: Number(root.dataset.calls),
+    totalCalls: Number(root.dataset.totalCalls),
   };
   let lastId = Number(root.dataset.after) || 0;
   let socket = null;
@@ -44,6 +48,7 @@
 
   const $ = (id) => document.getElementById(id);
   const fmt = (n) => Number(n).toLocaleString("en-US");
+  const pct = (part, whole) => (whole ? Math.min(100, Math.round((part / whole) * 100)) : 0) + "%";
 
   // -- rendering -----------------------------------------------------------------
   function render() {
@@ -51,8 +56,15 @@
     const progress = $("sweep-progress");
     progress.max = Math.max(1, state.total);
     progress.value = done;
-    const pct = state.total ? Math.round((done / state.total) * 100) : 0;
-    $("progress-pct").textContent = pct + "%";
+    $("progress-pct").textContent = pct(done, state.total);
+    $("runs-done").textContent = fmt(done);
+    $("runs-total").textContent = fmt(state.total);
+    const calls = $("call-progress");
+    calls.max = Math.max(1, state.totalCalls);
+    calls.value = Math.min(state.calls, state.totalCalls);
+    $("call-pct").textContent = pct(state.calls, state.totalCalls);
+    $("calls-done").textContent = fmt(state.calls);
+    $("total-calls").textContent = fmt(state.totalCalls);
     $("count-completed").textContent = fmt(state.completed);
     $("count-failed").textContent = fmt(state.failed);
     $("count-cancelled").textContent = fmt(state.cancelled);
@@ -62,7 +74,7 @@
     const tokens = $("token-progress");
     tokens.max = Math.max(1, state.budget);
     tokens.value = Math.min(state.tokens, state.budget);
-    $("token-pct").textContent = (state.budget ? Math.min(100, Math.round((state.tokens / state.budget) * 100)) : 0) + "%";
+    $("token-pct").textContent = pct(state.tokens, state.budget);
     const badge = $("sweep-status");
     badge.className = "badge " + state.status;
     badge.textContent = LABELS[state.status] || state.status.charAt(0).toUpperCase() + state.status.slice(1);
@@ -71,6 +83,7 @@
       button.disabled = !allowed.includes(button.dataset.action);
     });
     $("finished-links").classList.toggle("hidden", !FINAL.has(state.status));
+    $("sweep-controls").classList.toggle("hidden", FINAL.has(state.status));
   }
 
   function setConnection(kind, text) {
@@ -99,16 +112,16 @@
     if (run.eliminated_after) {
       status.append(" ", cell("span", "dropped at " + run.eliminated_after + " rows", "badge dropped"));
     }
-    const score = cell("td", run.weighted_score == null ? "—" : run.weighted_score.toFixed(3), "num");
+    // The cells' text comes formatted by the server, as in the rows it renders.
+    const score = cell("td", run.shown.score, "num");
     score.dataset.score = run.weighted_score == null ? "" : run.weighted_score;
     tr.append(head, status, score);
-    (keys.length ? keys : Object.keys(run.config)).forEach((key) => {
+    run.shown.config.forEach((value) => {
       const td = cell("td");
-      const value = run.config[key];
-      td.appendChild(cell("code", typeof value === "string" ? value : JSON.stringify(value) ?? ""));
+      td.appendChild(cell("code", value));
       tr.appendChild(td);
     });
-    tr.append(cell("td", fmt(run.tokens), "num"), cell("td", Math.round(run.latency_ms) + " ms", "num"));
+    tr.append(cell("td", run.shown.tokens, "num"), cell("td", run.shown.latency, "num"));
     if (run.error) tr.title = run.error;
     return tr;
   }

@@ -27,6 +27,7 @@ class Runs:
     claim's pick and its update, as another worker would."""
 
     def __init__(self, stub: LLMStub, count: int, claim_delay_s: float = 0.0, steal: int = 0):
+        self.calls_reported = 0
         endpoint = EndpointConfig(name="stub", base_url=stub.base_url, default_model="stub-small")
         items = [Item(id=n, input={"n": n}, position=n) for n in range(4)]
         self.specs = [
@@ -82,6 +83,9 @@ class Runs:
     async def progress(self, outcomes: list[RunOutcome]) -> None:
         pass
 
+    async def add_calls(self, calls: int) -> None:
+        self.calls_reported += calls
+
     async def heartbeat(self) -> None:
         pass
 
@@ -116,6 +120,16 @@ async def test_the_next_runs_are_claimed_while_the_current_ones_run(stub: LLMStu
     # ...and later claims happen while runs are still going, not once they all ended.
     assert all(going > 0 for _, got, going in runs.claims[1:] if got)
     assert stub.calls == 20 * 4
+
+
+async def test_every_finished_call_is_reported_cached_or_not(stub: LLMStub) -> None:
+    runs = Runs(stub, count=3)
+    async with Gateway(max_concurrent=8) as gateway:
+        await orchestrator(runs, gateway).execute()
+        again = Runs(stub, count=3)  # the same calls: answered by the cache
+        await orchestrator(again, gateway).execute()
+    assert runs.calls_reported == again.calls_reported == 3 * 4
+    assert stub.calls == 3 * 4
 
 
 async def test_a_claim_cut_short_by_another_worker_is_not_taken_for_the_end(stub: LLMStub) -> None:

@@ -57,7 +57,9 @@ def test_the_live_view_shows_progress_counts_and_tokens(client):
     assert '<progress id="sweep-progress" max="4" value="3"' in content
     assert '<span class="pct" id="progress-pct">75%</span>' in content
     assert '<dd id="count-remaining">1</dd>' in content
-    assert '<span id="tokens-used">250</span>' in content and '<span id="token-budget">1000</span>' in content
+    assert (
+        '<span id="tokens-used">250</span>' in content and '<span id="token-budget">1,000</span>' in content
+    )
     assert f'data-ws-path="/ws/experiments/{sweep.experiment_id}/"' in content
 
 
@@ -78,6 +80,31 @@ def test_the_buttons_match_the_state(client):
     assert 'data-action="pause" disabled>' in paused and 'data-action="resume">' in paused
     done = client.get(reverse("ui:sweep", args=[make_sweep(SweepStatus.COMPLETED).pk])).content.decode()
     assert done.count(" disabled>") == 3 and 'id="finished-links" class=""' in done
+    assert 'class="actions hidden" id="sweep-controls"' in done  # a finished sweep hides its controls
+
+
+def test_the_page_counts_calls_and_labels_every_bar(client):
+    sweep = make_sweep()
+    sweep.estimate, sweep.calls_done = {"calls": 2400}, 1098
+    sweep.save()
+    content = client.get(reverse("ui:sweep", args=[sweep.pk])).content.decode()
+    assert '<progress id="call-progress" max="2400" value="1098"></progress>' in content
+    assert (
+        'Calls answered: <span id="calls-done">1,098</span> of <span id="total-calls">2,400</span>' in content
+    )
+    assert content.count("<progress id=") == content.count('<label class="progress-label" for=') == 3
+
+
+def test_rows_carry_their_cells_as_the_page_shows_them(client):
+    sweep = make_sweep()
+    Run.objects.filter(sweep=sweep).update(tokens_in=2148, latency_ms=1234.4)
+    content = client.get(reverse("ui:sweep", args=[sweep.pk])).content.decode()
+    rows = client.get(reverse("ui:sweep_runs", args=[sweep.pk]), {"keys": "temperature"}).json()["runs"]
+    best = next(r for r in rows if r["weighted_score"] == 0.9)
+    assert best["shown"] == {"score": "0.900", "config": ["0.0"], "tokens": "2,158", "latency": "1,234 ms"}
+    for text in best["shown"].values():
+        for value in [text] if isinstance(text, str) else text:
+            assert value in content
 
 
 def test_runs_json_returns_the_runs_named_by_events(client):
@@ -99,6 +126,7 @@ def test_runs_json_returns_the_runs_named_by_events(client):
         "config": {"temperature": 1.0},
         "error": "HTTP 500 from the stub",
         "eliminated_after": None,
+        "shown": {"score": "—", "config": ["1.0"], "tokens": "50", "latency": "0 ms"},
     }
     assert client.get(url, {"ids": "1,x"}).status_code == 400
 
