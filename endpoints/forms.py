@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 
 from endpoints.models import Endpoint
 from endpoints.serializers import EndpointSerializer
@@ -37,6 +38,13 @@ class ApiKeyForm(forms.ModelForm):
 
 
 class EndpointForm(ApiKeyForm):
+    model_prices = forms.CharField(
+        label="Prices of other models",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "code"}),
+        help_text="One model a line: its name, then its input and output prices per million tokens, "
+        "e.g. gpt-4o-mini 0.15 0.60. Other models use the prices above.",
+    )
     extra_headers = forms.JSONField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2, "class": "code", "autocomplete": "off"}),
@@ -54,8 +62,15 @@ class EndpointForm(ApiKeyForm):
             "embedding_model",
             "timeout_s",
             "max_concurrency",
+            "price_in",
+            "price_out",
         ]
-        labels = {"base_url": "Base URL", "timeout_s": "Timeout (seconds)"}
+        labels = {
+            "base_url": "Base URL",
+            "timeout_s": "Timeout (seconds)",
+            "price_in": "Price per million input tokens",
+            "price_out": "Price per million output tokens",
+        }
 
     def __init__(self, *args, project=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -70,6 +85,28 @@ class EndpointForm(ApiKeyForm):
         )
         if self.instance.pk is None:
             del self.fields["clear_api_key"]
+        prices = self.instance.model_prices or {}
+        self.initial["model_prices"] = "\n".join(f"{m} {p[0]:g} {p[1]:g}" for m, p in prices.items())
+        unpriced = "blank: not priced (calls cost 0, as on a server of your own)"
+        for name in ("price_in", "price_out"):
+            self.fields[name].help_text = f"In {settings.CURRENCY}; {unpriced}."
+
+    def clean_model_prices(self) -> dict[str, list[float]]:
+        prices = {}
+        for number, line in enumerate(self.cleaned_data.get("model_prices", "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            try:
+                values = [float(p) for p in parts[1:]]
+            except ValueError:
+                values = []
+            if len(parts) != 3 or len(values) != 2 or min(values) < 0:
+                raise forms.ValidationError(
+                    f"Line {number}: write the model, then its input and output prices, e.g. gpt-4o-mini 0.15 0.60."
+                )
+            prices[parts[0]] = values
+        return prices
 
     def clean_extra_headers(self) -> dict | None:
         headers = self.cleaned_data.get("extra_headers")
@@ -84,6 +121,7 @@ class EndpointForm(ApiKeyForm):
         endpoint.project = self.project
         if self.cleaned_data.get("extra_headers") is not None:
             endpoint.set_extra_headers(self.cleaned_data["extra_headers"])
+        endpoint.model_prices = self.cleaned_data.get("model_prices", {})
         if commit:
             endpoint.save()
         return endpoint

@@ -39,6 +39,17 @@ class Endpoint(models.Model):
     extra_headers_encrypted = models.TextField(blank=True, default="", editable=False)
     # The names alone, readable without the key: what the API and the pages show.
     extra_header_names = models.JSONField(default=list, blank=True, editable=False)
+    # Prices per million tokens in settings.CURRENCY. None: not priced, the calls cost 0, as
+    # on a server of one's own (the bundled local model's endpoint has none). A proxy on
+    # localhost may still relay a paid API, so the host alone does not make calls free.
+    price_in = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per million input tokens."
+    )
+    price_out = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per million output tokens."
+    )
+    # {"model": [input price, output price]}: models priced apart from the endpoint's prices.
+    model_prices = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -80,6 +91,24 @@ class Endpoint(models.Model):
         if not self.extra_headers_encrypted:
             return {}
         return json.loads(crypto.decrypt(self.extra_headers_encrypted))
+
+    def prices(self, model: str = "") -> tuple[float, float]:
+        """(input, output) per million tokens of `model` (the default model when blank)."""
+        own = self.model_prices.get(model or self.default_model) if self.model_prices else None
+        if own:
+            return float(own[0]), float(own[1])
+        return self.price_in or 0.0, self.price_out or 0.0
+
+    def cost(self, tokens_in: int, tokens_out: int, model: str = "") -> float:
+        price_in, price_out = self.prices(model)
+        return (tokens_in * price_in + tokens_out * price_out) / 1_000_000
+
+    @property
+    def dearest_price(self) -> float:
+        """The highest price per million tokens of any model: bounds a sweep's cost."""
+        prices = [self.price_in or 0.0, self.price_out or 0.0]
+        prices += [float(p) for pair in (self.model_prices or {}).values() for p in pair]
+        return max(prices)
 
     def move_to(self, base_url: str) -> bool:
         """Point the endpoint at `base_url`. Secrets stay bound to where they were

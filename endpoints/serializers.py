@@ -39,6 +39,17 @@ class EndpointSerializer(ProjectOwnedSerializer):
         help_text="Sent with every call; stored encrypted, never returned (see extra_header_names).",
     )
     extra_header_names = serializers.ListField(child=serializers.CharField(), read_only=True)
+    price_in = serializers.FloatField(
+        min_value=0, required=False, allow_null=True, help_text="Per million input tokens, in CURRENCY."
+    )
+    price_out = serializers.FloatField(
+        min_value=0, required=False, allow_null=True, help_text="Per million output tokens, in CURRENCY."
+    )
+    model_prices = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField(min_value=0), min_length=2, max_length=2),
+        required=False,
+        help_text='Models priced apart: {"model": [input, output]} per million tokens.',
+    )
 
     class Meta:
         model = Endpoint
@@ -54,6 +65,9 @@ class EndpointSerializer(ProjectOwnedSerializer):
             "embedding_model",
             "timeout_s",
             "max_concurrency",
+            "price_in",
+            "price_out",
+            "model_prices",
             "extra_headers",
             "extra_header_names",
             "created_at",

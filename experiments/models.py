@@ -46,6 +46,12 @@ class Experiment(models.Model):
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["name"])]
 
+    def cost(self, config: dict, tokens_in: int, tokens_out: int) -> float:
+        """What a configuration's tokens cost at its endpoint's prices (0 unpriced)."""
+        if self.endpoint is None:
+            return 0.0
+        return self.endpoint.cost(tokens_in, tokens_out, str(config.get("model") or ""))
+
     def __str__(self) -> str:
         return self.name
 

@@ -83,6 +83,7 @@ TEMPLATES = [
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
+            "builtins": ["runs.templatetags.money"],  # |money on every page that shows a cost
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
@@ -141,6 +142,7 @@ INPROCESS_WORKERS = envint("INPROCESS_WORKERS", "4")
 
 MAX_CONCURRENT_RUNS = envint("MAX_CONCURRENT_RUNS", "8")
 MAX_TOKENS_PER_SWEEP = envint("MAX_TOKENS_PER_SWEEP", "1000000")
+CURRENCY = os.environ.get("CURRENCY", "USD")  # of the endpoints' prices and every cost shown
 MAX_SWEEP_RUNS = envint("MAX_SWEEP_RUNS", "10000")
 # Orchestrators that share one sweep (RQ jobs; several machines may take them).
 SWEEP_WORKERS = envint("SWEEP_WORKERS", "4" if REDIS_URL else "1")

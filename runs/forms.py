@@ -63,6 +63,12 @@ class LaunchForm(forms.Form):
         required=False,
         help_text="How sure a paired test must be that a candidate trails the leader (default 0.95).",
     )
+    max_cost = forms.FloatField(
+        label="Money budget",
+        min_value=0.000001,
+        required=False,
+        help_text="The sweep stops before its tokens could cost more, priced at the endpoint's dearest rate.",
+    )
 
     def __init__(self, *args, experiment: Experiment, **kwargs):
         super().__init__(*args, **kwargs)
@@ -71,6 +77,7 @@ class LaunchForm(forms.Form):
         self.request: SweepRequest | None = None
         self.fields["max_concurrent"].initial = settings.MAX_CONCURRENT_RUNS
         self.fields["max_tokens"].initial = settings.MAX_TOKENS_PER_SWEEP
+        self.fields["max_cost"].label = f"Money budget ({settings.CURRENCY})"
 
     def clean(self) -> dict:
         data = super().clean()

@@ -59,6 +59,9 @@ class EstimateSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField()
     max_tokens = serializers.IntegerField(help_text="Worst case: every prompt plus its max_tokens.")
     race = RaceEstimateSerializer(required=False, help_text="Racing sweeps only.")
+    max_cost = serializers.FloatField(
+        required=False, help_text="max_tokens at the endpoint's dearest price, in CURRENCY."
+    )
 
 
 class SweepSerializer(serializers.ModelSerializer):
@@ -117,6 +120,9 @@ class SweepLaunchSerializer(serializers.Serializer):
     max_tokens = serializers.IntegerField(
         required=False, min_value=1, max_value=10**12, help_text="Token budget."
     )
+    max_cost = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.000001, max_value=10**9, help_text="Budget in CURRENCY."
+    )
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
     repeats = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100)
     options = serializers.DictField(
@@ -150,6 +156,7 @@ class SweepLaunchSerializer(serializers.Serializer):
             repeats=attrs.get("repeats", 1),
             max_concurrent=attrs.get("max_concurrent"),
             max_tokens=attrs.get("max_tokens"),
+            max_cost=attrs.get("max_cost"),
             options=attrs.get("options") or None,
         )
 

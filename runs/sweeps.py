@@ -56,6 +56,7 @@ class SweepRequest:
     repeats: int = 1
     max_concurrent: int | None = None
     max_tokens: int | None = None  # the token budget
+    max_cost: float | None = None  # the budget in money (settings.CURRENCY)
     options: dict | None = None  # extra generator options (guided: top_k, ...)
 
 
@@ -99,8 +100,25 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
     if planned > len(configs):  # guided: later rounds, priced like the first
         scale = planned / max(1, len(configs))
         estimate = {k: (math.ceil(v * scale) if isinstance(v, int) else v) for k, v in dict(estimate).items()}
-    estimate = dict(estimate, runs=planned, **({"race": racing.race_estimate(race)} if race else {}))
+    max_cost = round(dearest_price(experiment) * estimate["max_tokens"] / 1_000_000, 6)
+    estimate = dict(
+        estimate, runs=planned, max_cost=max_cost, **({"race": racing.race_estimate(race)} if race else {})
+    )
     return Plan(space, generator, configs, planned, estimate, race)
+
+
+def dearest_price(experiment: Experiment) -> float:
+    return experiment.endpoint.dearest_price if experiment.endpoint else 0.0
+
+
+def token_budget(experiment: Experiment, request: SweepRequest) -> int:
+    """The token budget, lowered to what the money budget buys at the endpoint's
+    dearest price: a sweep stopped by it has spent no more than its money budget."""
+    budget = request.max_tokens or settings.MAX_TOKENS_PER_SWEEP
+    price = dearest_price(experiment)
+    if request.max_cost is None or price <= 0:
+        return budget
+    return max(1, min(budget, math.floor(request.max_cost / price * 1_000_000)))
 
 
 def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan: Plan | None = None) -> Sweep:
@@ -124,9 +142,10 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan:
                 "repeats": request.repeats,
                 "workers": workers,
                 "options": request.options or {},
+                "max_cost": request.max_cost,
             },
             max_concurrent=max_concurrent,
-            token_budget=request.max_tokens or settings.MAX_TOKENS_PER_SWEEP,
+            token_budget=token_budget(experiment, request),
             estimate=plan.estimate,
             race=plan.race,
             total_runs=plan.planned_runs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -34,6 +35,7 @@ from runs.sweeps import (
     resume_sweep,
     stop_sweep,
 )
+from runs.templatetags.money import money
 
 CONTROLS = {"pause": pause_sweep, "resume": resume_sweep, "stop": stop_sweep}
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED)
@@ -86,7 +88,8 @@ def sweep_live(request: HttpRequest, pk: int) -> HttpResponse:
         "experiment": experiment,
         "sweep": sweep,
         "tab": "sweeps",
-        "rows": [run_row(run, varying) for run in runs],
+        "rows": [run_row(run, varying, experiment) for run in runs],
+        "cost": sweep_cost(sweep),
         "varying": varying,
         "best": ranked_runs(experiment, sweep.pk).first(),
         "last_event_id": last_event_id,
@@ -137,10 +140,15 @@ def sweep_runs_json(request: HttpRequest, pk: int) -> JsonResponse:
         runs = runs.filter(pk__in=ids)
     runs = runs.order_by("-finished_at", "-id")[:MAX_IDS]
     varying = [k for k in request.GET.get("keys", "").split(",") if k]
-    return JsonResponse({"runs": [run_row(run, varying) for run in runs]})
+    return JsonResponse({"runs": [run_row(run, varying, sweep.experiment) for run in runs]})
 
 
-def run_row(run: Run, varying: list[str]) -> dict:
+def sweep_cost(sweep: Sweep) -> float:
+    runs = sweep.runs.filter(tokens_in__gt=0).values_list("config", "tokens_in", "tokens_out")
+    return sum(sweep.experiment.cost(*run) for run in runs)
+
+
+def run_row(run: Run, varying: list[str], experiment: Experiment) -> dict:
     config = {k: short(run.config.get(k)) for k in varying} if varying else run.config
     return {
         "id": run.pk,
@@ -153,11 +161,11 @@ def run_row(run: Run, varying: list[str]) -> dict:
         "config": config,
         "error": run.error[:300],
         "eliminated_after": run.eliminated_after,
-        "shown": shown_cells(run, config),
+        "shown": shown_cells(run, config, experiment.cost(run.config, run.tokens_in, run.tokens_out)),
     }
 
 
-def shown_cells(run: Run, config: dict) -> dict:
+def shown_cells(run: Run, config: dict, cost: float) -> dict:
     """The row's cells as text, formatted once here for the page and the live
     view alike (so a row added live reads exactly as one rendered by the server)."""
     score = "—" if run.weighted_score is None else f"{run.weighted_score:.3f}"
@@ -166,6 +174,7 @@ def shown_cells(run: Run, config: dict) -> dict:
         "config": [value if isinstance(value, str) else json.dumps(value) for value in config.values()],
         "tokens": f"{run.total_tokens:,}",
         "latency": f"{run.latency_ms:,.0f} ms",
+        "cost": money(cost),
     }
 
 
@@ -223,7 +232,8 @@ def leaderboard_page(request: HttpRequest, pk: int) -> HttpResponse:
         "sweep": sweep,
         "sweeps": experiment.sweeps.all()[:20],
         "tab": "leaderboard",
-        "rows": [leaderboard_row(row, varying, scorers, judges) for row in rows],
+        "total_cost": sum(experiment.cost(r["config"], r["tokens_in"], r["tokens_out"]) for r in rows),
+        "rows": [leaderboard_row(experiment, row, varying, scorers, judges) for row in rows],
         "varying": varying,
         "constant": {k: v for k, v in (rows[0]["config"].items() if rows else []) if k not in varying},
         "scorers": scorers,
@@ -232,9 +242,12 @@ def leaderboard_page(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "runs/leaderboard.html", context)
 
 
-def leaderboard_row(row: dict, varying: list[str], scorers: list[str], judges: list[str]) -> dict:
+def leaderboard_row(
+    experiment: Experiment, row: dict, varying: list[str], scorers: list[str], judges: list[str]
+) -> dict:
     return dict(
         row,
+        cost=experiment.cost(row["config"], row["tokens_in"], row["tokens_out"]),
         tokens=row["tokens_in"] + row["tokens_out"],
         params=[(key, row["config"].get(key)) for key in varying],
         means=[row["scorer_means"].get(name) for name in scorers],
@@ -257,6 +270,7 @@ def charts(request: HttpRequest, pk: int) -> HttpResponse:
             "tokens_out": r.tokens_out,
             "latency_ms": r.latency_ms,
             "config": r.config,
+            "cost": experiment.cost(r.config, r.tokens_in, r.tokens_out),
         }
         for r in runs[:CHART_POINTS]
     ]
@@ -270,6 +284,7 @@ def charts(request: HttpRequest, pk: int) -> HttpResponse:
         "histogram": histogram([p["weighted_score"] for p in points]),
         "tokens_chart": scatter(points, lambda p: p["tokens_in"] + p["tokens_out"], "Tokens", pick),
         "latency_chart": scatter(points, lambda p: p["latency_ms"], "Mean latency (ms)", pick),
+        "cost_chart": scatter(points, lambda p: p["cost"], f"Cost ({settings.CURRENCY})", pick),
         "pick": pick,
         "varying": varying_keys([p["config"] for p in points]),
     }
@@ -338,10 +353,19 @@ def scatter(points: list[dict], cost: Any, label: str, pick: dict | None) -> dic
                 "cost": cost(p),
                 "front": p["run_id"] in front,
                 "pick": pick is not None and p["run_id"] == pick["run_id"],
+                "shown": nice(cost(p)),
             }
         )
     line = " ".join(f"{d['x']},{d['y']}" for d in sorted(dots, key=lambda d: d["x"]) if d["front"])
-    ticks = [{"x": left + f * (width - left - pad), "label": nice(high * f)} for f in (0, 0.25, 0.5, 0.75, 1)]
+    # The last label ends at the axis' end: centred there it would be cut off.
+    ticks = [
+        {
+            "x": left + f * (width - left - pad),
+            "label": nice(high * f),
+            "anchor": "end" if f == 1 else "middle",
+        }
+        for f in (0, 0.25, 0.5, 0.75, 1)
+    ]
     yticks = [{"y": height - bottom - f * (height - bottom - pad), "label": f"{f:.1f}"} for f in (0, 0.5, 1)]
     return {
         "dots": dots,
@@ -372,7 +396,9 @@ def cheapest_front(points: list[dict], cost: Any) -> list[dict]:
 def nice(value: float) -> str:
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
-    return f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+    if value >= 10 or value == 0:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"  # cents and fractions of them
 
 
 # -- run detail and human review ---------------------------------------------------------
@@ -394,6 +420,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "config": sorted(run.config.items()),
         "run_errors": run.scores.filter(item__isnull=True, value__isnull=True, source=ScoreSource.AUTO),
         "judge_stats": run_judge_stats(run.scorer_stats, judge_names(run.experiment)).items(),
+        "cost": run.experiment.cost(run.config, run.tokens_in, run.tokens_out),
     }
     return render(request, "runs/run.html", context)
 

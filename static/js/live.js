@@ -121,7 +121,11 @@
       td.appendChild(cell("code", value));
       tr.appendChild(td);
     });
-    tr.append(cell("td", run.shown.tokens, "num"), cell("td", run.shown.latency, "num"));
+    tr.append(
+      cell("td", run.shown.tokens, "num"),
+      cell("td", run.shown.cost, "num"),
+      cell("td", run.shown.latency, "num"),
+    );
     if (run.error) tr.title = run.error;
     return tr;
   }

@@ -49,6 +49,7 @@ ROUTES = [
     ("get", "/api/runs/1/"),
     ("post", "/api/runs/1/score/"),
     ("get", "/api/runs/leaderboard/?experiment=1"),
+    ("get", "/api/runs/compare/?a=1&b=2"),
     ("get", "/api/webhooks/"),
     ("post", "/api/webhooks/"),
     ("get", "/api/webhooks/1/"),

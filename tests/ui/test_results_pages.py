@@ -96,7 +96,7 @@ def test_charts_draw_the_histogram_and_mark_the_cheapest_nearly_best(client, swe
     assert pick["config"]["temperature"] == 0.2  # tied with the leader, a third of its tokens
     content = response.content.decode()
     assert content.count('<rect class="bar"') == 10
-    assert content.count('class="dot') == 2 * 3 and "dot front pick" in content
+    assert content.count('class="dot') == 3 * 3 and "dot front pick" in content  # tokens, latency, cost
     assert 'class="front-line"' in content
 
 

@@ -101,7 +101,14 @@ def test_rows_carry_their_cells_as_the_page_shows_them(client):
     content = client.get(reverse("ui:sweep", args=[sweep.pk])).content.decode()
     rows = client.get(reverse("ui:sweep_runs", args=[sweep.pk]), {"keys": "temperature"}).json()["runs"]
     best = next(r for r in rows if r["weighted_score"] == 0.9)
-    assert best["shown"] == {"score": "0.900", "config": ["0.0"], "tokens": "2,158", "latency": "1,234 ms"}
+    shown = {
+        "score": "0.900",
+        "config": ["0.0"],
+        "tokens": "2,158",
+        "latency": "1,234 ms",
+        "cost": "0.00 USD",
+    }
+    assert best["shown"] == shown
     for text in best["shown"].values():
         for value in [text] if isinstance(text, str) else text:
             assert value in content
@@ -126,7 +133,7 @@ def test_runs_json_returns_the_runs_named_by_events(client):
         "config": {"temperature": 1.0},
         "error": "HTTP 500 from the stub",
         "eliminated_after": None,
-        "shown": {"score": "—", "config": ["1.0"], "tokens": "50", "latency": "0 ms"},
+        "shown": {"score": "—", "config": ["1.0"], "tokens": "50", "latency": "0 ms", "cost": "0.00 USD"},
     }
     assert client.get(url, {"ids": "1,x"}).status_code == 400
 
