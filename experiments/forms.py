@@ -227,7 +227,7 @@ ParameterFormSet = forms.formset_factory(
 # -- scorers ------------------------------------------------------------------------
 def scorer_choices() -> list[tuple[str, str]]:
     return [
-        (name, f"{name} (costs tokens)" if cls.costs_tokens else name)
+        (name, f"{name} (costs tokens)" if cls.spends_tokens({}) else name)
         for name, cls in sorted(SCORERS.items())
     ]
 

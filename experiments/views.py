@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from engine.runner import RunFailure
 from engine.scorers import SCORERS
+from engine.scorers.base import option_fields
 from experiments import export
 from experiments.dataset_import import write_rows
 from experiments.forms import (
@@ -85,18 +86,19 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tab": "overview",
         "item_count": experiment.items.count(),
         "sweeps": experiment.sweeps.all()[:20],
-        "scorers": scorer_rows(experiment.scorers),
+        "scorers": scorer_rows(experiment),
         "variables": experiment.dataset_variables(),
         "judges": judges(experiment),
     }
     return render(request, "experiments/detail.html", context)
 
 
-def scorer_rows(scorers: list[dict]) -> list[dict]:
+def scorer_rows(experiment: Experiment) -> list[dict]:
     rows = []
-    for scorer in scorers:
+    for scorer in experiment.scorers:
         cls = SCORERS.get(scorer.get("type"))
-        rows.append(dict(scorer, costs_tokens=bool(cls and cls.costs_tokens)))
+        costs = bool(cls and cls.spends_tokens(scorer.get("config") or {}, experiment.endpoint))
+        rows.append(dict(scorer, costs_tokens=costs))
     return rows
 
 
@@ -126,6 +128,7 @@ def _editor(request: HttpRequest, experiment: Experiment) -> HttpResponse:
             messages.success(request, f"Saved experiment '{experiment.name}'.")
             return redirect("ui:experiment_detail", pk=experiment.pk)
     variables = experiment.dataset_variables() if experiment.pk else []
+    costly = [name for name, cls in SCORERS.items() if cls.spends_tokens({}, experiment.endpoint)]
     context = {
         "experiment": experiment,
         "editor": editor,
@@ -134,10 +137,11 @@ def _editor(request: HttpRequest, experiment: Experiment) -> HttpResponse:
         "variables": variables,
         "builtin_variables": BUILTIN_VARIABLES,
         "scorer_types": [
-            {"name": name, "description": cls.description, "costs_tokens": cls.costs_tokens}
+            {"name": name, "description": cls.description, "costs_tokens": name in costly}
             for name, cls in sorted(SCORERS.items())
         ],
-        "costly": [name for name, cls in SCORERS.items() if cls.costs_tokens],
+        "costly": costly,
+        "scorer_options": {name: option_fields(cls.Options) for name, cls in SCORERS.items()},
     }
     return render(request, "experiments/edit.html", context)
 

@@ -49,6 +49,12 @@ class BaseScorer:
         self.options = parse_options(self.type, self.Options, config or {})
         self.check_options()
 
+    @classmethod
+    def spends_tokens(cls, config: dict[str, Any], endpoint: Any = None) -> bool:
+        """Whether this scorer, so configured, calls a model that may bill for it
+        (`endpoint`: the experiment's, or None)."""
+        return cls.costs_tokens
+
     @property
     def label(self) -> str:
         if self.name and self.name != self.type:
@@ -218,3 +224,62 @@ def describe_type(hint: Any) -> str:
         return "an object"
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
     return names.get(hint, "null" if hint is type(None) else getattr(hint, "__name__", str(hint)))
+
+
+# --- the options as form fields ----------------------------------------------------
+
+
+class OptionField(typing.TypedDict):
+    """One option of a scorer, described for a form that edits it."""
+
+    name: str
+    kind: str  # bool | int | float | text | lines (a list of strings) | choice | json
+    choices: list[Any]  # kind "choice": the allowed values
+    default: Any  # None where the option has no default (required) or defaults to None
+    required: bool
+    optional: bool  # None is allowed: a blank field leaves the option out
+    help: str  # the type as the validation error would say it
+
+
+def option_fields(options_cls: type) -> list[OptionField]:
+    """The typed Options of a scorer as form fields, in declaration order."""
+    hints = typing.get_type_hints(options_cls)
+    fields = []
+    for field in dataclasses.fields(options_cls):
+        hint = hints[field.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = typing.get_origin(hint) in (Union, types.UnionType) and len(args) < len(
+            typing.get_args(hint)
+        )
+        base = args[0] if optional and len(args) == 1 else hint
+        kind, choices = _kind(base)
+        fields.append(
+            OptionField(
+                name=field.name,
+                kind=kind,
+                choices=choices,
+                default=_default(field),
+                required=_is_required(field),
+                optional=optional,
+                help=describe_type(hint),
+            )
+        )
+    return fields
+
+
+def _kind(hint: Any) -> tuple[str, list[Any]]:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "choice", list(typing.get_args(hint))
+    if origin is list and typing.get_args(hint) == (str,):
+        return "lines", []
+    simple = {bool: "bool", int: "int", float: "float", str: "text"}
+    return simple.get(hint, "json"), []
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None

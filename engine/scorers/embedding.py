@@ -128,6 +128,11 @@ class EmbeddingScorer(BaseScorer):
     description = "Cosine similarity between the output and the reference answer's embeddings."
     costs_tokens = True  # an embedding endpoint may bill for the call
 
+    @classmethod
+    def spends_tokens(cls, config: dict[str, Any], endpoint: Any = None) -> bool:
+        # Without an embedding model the bundled MiniLM embeds offline: no call, no bill.
+        return bool((config or {}).get("model") or getattr(endpoint, "embedding_model", ""))
+
     @dataclasses.dataclass
     class Options:
         model: str = ""

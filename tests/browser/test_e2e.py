@@ -229,27 +229,24 @@ def create_experiment(b: Browser) -> str:
     )
     b.click("#id_stages-1-DELETE")
     add_row(b, "params", {"key": "temperature", "values": "0.0, 1.0"})
-    add_row(
-        b,
-        "params",
-        {
-            "key": "answer.user",
-            "values": "Terse: capital of {{ country }}\n---\nPlease tell me the capital of {{ country }}",
-        },
+    add_prompt_variants(
+        b, "answer.user", ["Terse: capital of {{ country }}", "Please tell me the capital of {{ country }}"]
     )
-    add_row(b, "scorers", {"type": "keyword", "config": '{"required_present": ["{{ capital }}"]}'})
+    add_row(b, "scorers", {"type": "keyword"})
+    set_options(b, {"required_present": "{{ capital }}"})
     add_row(b, "scorers", {"type": "llm_judge", "weight": "0"})
     assert b.find("[data-formset=scorers] [data-forms] > :nth-child(2) [data-cost-badge]").is_displayed()
     b.click("#id_scorers-1-DELETE")
-    add_row(
-        b,
-        "scorers",
-        {
-            "type": "format",
-            "name": "length",
-            "config": '{"check": "length", "min_tokens": 1, "max_tokens": 3}',
-        },
-    )
+    add_row(b, "scorers", {"type": "format", "name": "length"})
+    set_options(b, {"check": "length", "min_tokens": "1", "max_tokens": "3"})
+    assert json.loads(b.find("#id_scorers-2-config").get_attribute("value")) == {
+        "check": "length",
+        "min_tokens": 1,
+        "max_tokens": 3,
+    }
+    b.driver.execute_script("document.querySelector('[data-formset=scorers]').scrollIntoView()")
+    b.shot("scorer-editor")
+    b.mobile_shot("scorer-editor")
     b.shot("editor-filled")
     b.mobile_shot("editor-filled")
     b.click("#experiment-form button[type=submit]")
@@ -267,6 +264,29 @@ def add_row(b: Browser, formset: str, values: dict) -> None:
             Select(field).select_by_value(value)
         else:
             field.clear()
+            field.send_keys(value)
+
+
+def add_prompt_variants(b: Browser, key: str, variants: list[str]) -> None:
+    """A template parameter: one text area per variant, added with the button."""
+    add_row(b, "params", {"key": key})
+    row = b.all("[data-formset=params] [data-forms] > [data-form]")[-1]
+    assert not row.find_element(By.CSS_SELECTOR, "textarea[name$='-values']").is_displayed()
+    for n, text in enumerate(variants):
+        if n:
+            row.find_element(By.CSS_SELECTOR, ".variants > button").click()
+        row.find_elements(By.CSS_SELECTOR, ".variant-list textarea")[n].send_keys(text)
+
+
+def set_options(b: Browser, options: dict[str, str]) -> None:
+    """Fill the last scorer's structured options: fields generated from its typed Options."""
+    row = b.all("[data-formset=scorers] [data-forms] > [data-form]")[-1]
+    assert not row.find_element(By.CSS_SELECTOR, "[name$='-config']").is_displayed()  # no JSON to write
+    for name, value in options.items():
+        field = row.find_element(By.CSS_SELECTOR, f".scorer-options [data-option='{name}']")
+        if field.tag_name == "select":
+            Select(field).select_by_value(value)
+        else:
             field.send_keys(value)
 
 

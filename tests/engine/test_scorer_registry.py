@@ -212,3 +212,33 @@ def test_a_scorer_that_implements_nothing_says_what_to_override():
 def test_a_named_scorer_labels_its_errors_with_its_name():
     assert AsyncOnly(name="strict").label == "test_async_only scorer 'strict'"
     assert AsyncOnly().label == "test_async_only scorer"
+
+
+def test_option_fields_describe_each_typed_option_for_a_form():
+    from engine.scorers.base import option_fields
+
+    fields = {f["name"]: f for f in option_fields(SCORERS["format"].Options)}
+    assert fields["check"]["kind"] == "choice" and fields["check"]["required"]
+    assert fields["min_tokens"] == {
+        "name": "min_tokens",
+        "kind": "int",
+        "choices": [],
+        "default": None,
+        "required": False,
+        "optional": True,
+        "help": "an integer or null",
+    }
+    assert fields["schema"]["kind"] == "json" and fields["strip_fence"]["default"] is True
+    judge = {f["name"]: f for f in option_fields(SCORERS["llm_judge"].Options)}
+    assert judge["temperature"]["kind"] == "float" and judge["samples"]["default"] == 1
+
+
+def test_the_embedding_scorer_spends_tokens_only_with_an_embedding_model():
+    embedding = SCORERS["embedding"]
+
+    class Endpoint:
+        embedding_model = "text-embedding-3-small"
+
+    assert not embedding.spends_tokens({}) and embedding.spends_tokens({}, Endpoint())
+    assert embedding.spends_tokens({"model": "nomic-embed"})
+    assert SCORERS["llm_judge"].spends_tokens({}) and not SCORERS["keyword"].spends_tokens({})

@@ -144,10 +144,31 @@ def test_scorers_that_call_a_model_are_marked_as_costing_tokens(client):
     )
     edit = client.get(reverse("ui:experiment_edit", args=[experiment.pk])).content.decode()
     assert '<option value="llm_judge" selected>llm_judge (costs tokens)</option>' in edit
-    assert '<option value="embedding">embedding (costs tokens)</option>' in edit
+    assert '<option value="embedding">embedding</option>' in edit  # the local MiniLM, offline
     assert '<option value="keyword">keyword</option>' in edit
     detail = client.get(reverse("ui:experiment_detail", args=[experiment.pk])).content.decode()
     assert detail.count("costs tokens") == 1
+
+
+def test_the_embedding_scorer_costs_tokens_only_when_it_calls_an_embedding_model(client):
+    scorers = [{"type": "embedding", "weight": 1.0, "config": {}}]
+    offline = make_experiment(make_endpoint("local"), scorers=scorers, name="Offline")
+    detail = client.get(reverse("ui:experiment_detail", args=[offline.pk])).content.decode()
+    assert "costs tokens" not in detail  # the bundled MiniLM embeds in-process
+    paid = make_experiment(make_endpoint("paid", embedding_model="text-embedding-3-small"), scorers=scorers)
+    detail = client.get(reverse("ui:experiment_detail", args=[paid.pk])).content.decode()
+    assert detail.count("costs tokens") == 1
+
+
+def test_the_editor_carries_each_scorer_types_options_for_the_structured_editor(client):
+    content = client.get(reverse("ui:experiment_create")).content.decode()
+    start = content.index('<script id="scorer-options" type="application/json">') + 52
+    options = json.loads(content[start : content.index("</script>", start)])
+    keyword = {o["name"]: o for o in options["keyword"]}
+    assert keyword["required_present"]["kind"] == "lines" and keyword["case_sensitive"]["kind"] == "bool"
+    check = next(o for o in options["format"] if o["name"] == "check")
+    assert check["kind"] == "choice" and check["required"] and "json" in check["choices"]
+    assert options["human"] == []
 
 
 def test_the_editor_lists_the_variables_the_dataset_provides(client):
