@@ -75,7 +75,8 @@ UNSCOPED = {
     "ui:experiment_create",
     "ui:check_template",
 }
-SKIPPED_PREFIXES = ("admin/", "accounts/")  # the Django admin (superusers) and the login pages
+# The Django admin (superusers), the login pages and the icon (public, like the static files).
+SKIPPED_PREFIXES = ("admin/", "accounts/", "favicon.ico")
 
 
 @dataclass

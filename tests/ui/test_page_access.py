@@ -186,3 +186,11 @@ def test_the_stylesheet_and_scripts_are_served_by_the_app_itself(client, setting
             assert b":focus-visible" in body
     page = client.get(reverse("login")).content.decode()
     assert 'href="/static/css/app.css"' in page and "//cdn" not in page and "https://" not in page
+
+
+def test_favicon_ico_leads_to_the_icon_without_logging_in(client):
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response.url.endswith("/favicon.svg")
+    assert finders.find("favicon.svg")
