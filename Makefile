@@ -17,7 +17,9 @@ install-dev: install
 	$(PIP) install -q -r requirements-dev.txt
 	bash scripts/install_system_deps.sh
 
-run: install
+# The pages come up at once; the bundled model builds in the background (run_local).
+run: $(PY)
+	$(PIP) install -q -r requirements.txt
 	$(PY) manage.py run_local
 
 test: install-dev

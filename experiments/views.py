@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST, require_safe
 from engine.runner import RunFailure
 from engine.scorers import SCORERS
 from engine.scorers.base import option_fields
+from runs.local_build import read_status
 from experiments import export
 from experiments.dataset_import import write_rows
 from experiments.forms import (
@@ -73,7 +74,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .select_related("experiment")
         .order_by("-finished_at", "-id")[:10]
     )
-    context = {"experiments": experiments, "recent_runs": recent_runs, "project": project, "nav": "dashboard"}
+    context = {
+        "experiments": experiments,
+        "recent_runs": recent_runs,
+        "project": project,
+        "nav": "dashboard",
+        "model_build": read_status(),
+    }
     return render(request, "experiments/dashboard.html", context)
 
 

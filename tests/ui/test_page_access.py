@@ -1,5 +1,7 @@
 """Every page is behind the login; alice sees each one; unknown ids are 404."""
 
+import json
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -194,3 +196,13 @@ def test_favicon_ico_leads_to_the_icon_without_logging_in(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 301 and response.url.endswith("/favicon.svg")
     assert finders.find("favicon.svg")
+
+
+def test_the_dashboard_says_when_the_local_model_did_not_build(client, alice, settings, tmp_path):
+    from runs.local_build import FAILED, BuildStatus, status_file
+
+    settings.VAR_DIR = tmp_path
+    status_file().write_text(json.dumps(vars(BuildStatus(FAILED, "error: no C compiler", 0, 75))))
+    client.force_login(alice)
+    content = client.get(reverse("ui:dashboard")).content.decode()
+    assert "did not build" in content and "error: no C compiler" in content and "1 min 15 s" in content

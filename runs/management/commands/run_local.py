@@ -17,9 +17,11 @@ from rest_framework.authtoken.models import Token
 
 from endpoints.models import Endpoint
 from experiments.demo import demo_project, load_demo
+from runs.local_build import BUILDING, FAILED, READY, Build, log_file, quoted
 
 LOCAL_ENDPOINT = "local-smollm2"
-PASSWORD_FILE = Path(settings.BASE_DIR) / "var" / "admin-password.txt"
+PASSWORD_FILE = Path(settings.VAR_DIR) / "admin-password.txt"
+PROGRESS_EVERY_S = 15  # how often the terminal says how the model's build is going
 
 
 class Command(BaseCommand):
@@ -37,19 +39,22 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.children: list[subprocess.Popen] = []
         self.model_server = None
+        self.build: Build | None = None
         # Both explicitly: a shell that starts us in the background ignores SIGINT.
         signal.signal(signal.SIGTERM, lambda *_: self.shutdown(0))
         signal.signal(signal.SIGINT, lambda *_: self.shutdown(0))
         call_command("migrate", verbosity=0)
         username, password = self.ensure_admin()
-        project = demo_project(get_user_model().objects.get(username=username))
-        endpoint = (
-            None if options["no_local_model"] else self.start_local_model(options["model_port"], project)
-        )
-        experiment, created = load_demo(endpoint, project)
+        self.project = demo_project(get_user_model().objects.get(username=username))
+        self.experiment, _ = load_demo(None, self.project)
+        self.options, self.username = options, username
+        if not options["no_local_model"]:
+            # The pages first: the model builds (or, once built, checks out in seconds) meanwhile.
+            self.build = Build().start()
+            self.stdout.write(f"Building the bundled model in the background: {quoted(self.build.command)}")
         if settings.REDIS_URL:
             self.spawn([sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks"])
-        url = f"http://{options['host']}:{options['port']}"
+        self.url = f"http://{options['host']}:{options['port']}"
         self.spawn(
             [
                 sys.executable,
@@ -62,17 +67,44 @@ class Command(BaseCommand):
                 "promptlooper_site.asgi:application",
             ]
         )
-        self.wait_for(url + "/accounts/login/")
-        if endpoint and not options["no_demo_sweep"] and not experiment.sweeps.exists():
-            self.launch_demo(url, username, experiment.pk)
-        self.stdout.write(self.style.SUCCESS(f"\nPromptLooper is running at {url}/"))
+        self.wait_for(self.url + "/accounts/login/")
+        self.stdout.write(self.style.SUCCESS(f"\nPromptLooper is running at {self.url}/"))
         self.stdout.write(f"  log in as {username} / {password}   (password kept in {PASSWORD_FILE})")
-        self.stdout.write(f"  demo experiment: {url}/experiments/{experiment.pk}/   admin: {url}/admin/")
+        self.stdout.write(
+            f"  demo experiment: {self.url}/experiments/{self.experiment.pk}/   admin: {self.url}/admin/"
+        )
         self.stdout.write("  Ctrl-C stops everything.\n")
         self.stdout.flush()
+        self.serve()
+
+    def serve(self) -> None:
+        said = 0.0
         while all(child.poll() is None for child in self.children) and self.model_alive():
+            if self.build is not None and self.build.status.state == BUILDING:
+                status = self.build.poll()
+                if status.state != BUILDING or time.monotonic() - said >= PROGRESS_EVERY_S:
+                    said = time.monotonic()
+                    self.stdout.write(f"Local model: {status.state}, {status.elapsed}: {status.step}")
+                    self.stdout.flush()
+                if status.state == READY:
+                    self.model_ready()
+                elif status.state == FAILED:
+                    self.stderr.write(f"The local model's build failed; its log: {log_file()}")
             time.sleep(0.5)
         self.shutdown(1, "A process stopped unexpectedly; shutting down.")
+
+    def model_ready(self) -> None:
+        """Serve the model, give the demo its endpoint and start the demo sweep."""
+        try:
+            endpoint = self.start_local_model(self.options["model_port"], self.project)
+        except CommandError as exc:  # built, yet not found: the pages keep running without it
+            self.stderr.write(f"The local model could not start: {exc}")
+            return
+        if self.experiment.endpoint_id is None:
+            self.experiment.endpoint = endpoint
+            self.experiment.save(update_fields=["endpoint"])
+        if not self.options["no_demo_sweep"] and not self.experiment.sweeps.exists():
+            self.launch_demo(self.url, self.username, self.experiment.pk)
 
     def ensure_admin(self) -> tuple[str, str]:
         User = get_user_model()
@@ -146,6 +178,8 @@ class Command(BaseCommand):
         return self.model_server is None or self.model_server.running
 
     def shutdown(self, code: int, message: str = "") -> None:
+        if self.build is not None:
+            self.build.stop()
         if self.model_server is not None:
             self.model_server.stop()
         for child in self.children:
