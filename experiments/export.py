@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 import yaml
+from django.conf import settings
 from django.db.models import Avg, Count, F, QuerySet, Sum
 from django.utils import timezone
 
@@ -216,17 +217,19 @@ def _top_section(experiment: Experiment) -> str:
     if not rows:
         return "\n".join([*lines, "No completed run has a score yet."])
     lines += [
-        "| rank | run | score | 95% CI | tied with #1 | configuration | tokens in / out | latency ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| rank | run | score | 95% CI | tied with #1 | configuration | tokens in / out | cost ({settings.CURRENCY}) | latency ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         ci = "–" if row["ci_low"] is None else f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
         tied = {True: "yes", False: "no", None: "–"}[row["tied_with_leader"]]
         lines.append(
             f"| {row['rank']} | {row['run_id']} | {row['weighted_score']:.3f} | {ci} | {tied} | "
-            f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | {row['latency_ms']:.0f} |"
+            f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | "
+            f"{experiment.cost(row['config'], row['tokens_in'], row['tokens_out']):.4f} | {row['latency_ms']:.0f} |"
         )
-    return "\n".join(lines)
+    total = sum(experiment.cost(r["config"], r["tokens_in"], r["tokens_out"]) for r in rows)
+    return "\n".join([*lines, "", f"Cost of these {len(rows)}: {total:.4f} {settings.CURRENCY}."])
 
 
 def _judge_section(summaries: list[JudgeSummary]) -> str:
@@ -297,7 +300,7 @@ def _distribution(values: list[float]) -> list[str]:
         f"n={len(values)} · min {min(values):.3f} · q1 {q1:.3f} · median {median:.3f} · "
         f"q3 {q3:.3f} · max {max(values):.3f} · mean {statistics.fmean(values):.3f}",
         "",
-        "```",
+        "```histogram",  # plain text in any markdown viewer; an SVG chart on the report page
     ]
     counts = [0] * HISTOGRAM_BINS
     for value in values:
@@ -324,8 +327,24 @@ def _token_section(runs: QuerySet[Run]) -> str:
             f"- Tokens out: {totals['tout'] or 0:,}",
             f"- Saved by the cache: {cached['tokens'] or 0:,} tokens "
             f"({totals['cached'] or 0:,} of {totals['calls'] or 0:,} calls answered from the cache)",
+            f"- Cost: {runs_cost(runs):.4f} {settings.CURRENCY}",
         ]
     )
+
+
+def runs_cost(runs: QuerySet[Run]) -> float:
+    spent = (
+        runs.filter(tokens_in__gt=0)
+        .select_related(None)
+        .values_list("experiment_id", "config", "tokens_in", "tokens_out")
+    )
+    experiments: dict[int, Experiment] = {}
+    total = 0.0
+    for experiment_id, config, tokens_in, tokens_out in spent.iterator(chunk_size=2000):
+        if experiment_id not in experiments:
+            experiments[experiment_id] = Experiment.objects.select_related("endpoint").get(pk=experiment_id)
+        total += experiments[experiment_id].cost(config, tokens_in, tokens_out)
+    return total
 
 
 def _timing_section(experiment: Experiment, runs: QuerySet[Run]) -> str:

@@ -18,7 +18,6 @@ from django.views.decorators.http import require_POST, require_safe
 from engine.runner import RunFailure
 from engine.scorers import SCORERS
 from engine.scorers.base import option_fields
-from runs.local_build import read_status
 from experiments import export
 from experiments.dataset_import import write_rows
 from experiments.forms import (
@@ -34,6 +33,7 @@ from projects.access import check_role, get_for_user
 from projects.models import Role
 from projects.views import current_project, require_current_project
 from runs.judging import judges
+from runs.local_build import read_status
 from runs.models import Run, RunStatus
 
 PREVIEW_ROWS = 20
@@ -332,7 +332,9 @@ def render_markdown(text: str) -> str:
         line = lines[i]
         if line.startswith("```"):
             end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
-            out.append(f"<pre><code>{escape(chr(10).join(lines[i + 1 : end]))}</code></pre>")
+            body = lines[i + 1 : end]
+            chart = histogram_svg(body) if line == "```histogram" else None
+            out.append(chart or f"<pre><code>{escape(chr(10).join(body))}</code></pre>")
             i = end + 1
         elif heading := HEADING_RE.match(line):
             level = len(heading[1])
@@ -357,6 +359,39 @@ def render_markdown(text: str) -> str:
             out.append(f"<p>{inline(' '.join(lines[i : max(end, i + 1)]))}</p>")
             i = max(end, i + 1)
     return "\n".join(out)
+
+
+HISTOGRAM_LINE_RE = re.compile(r"^(\S+) \| [█]* ?(\d+)$")
+
+
+def histogram_svg(lines: list[str]) -> str | None:
+    """The report's text histogram ("0.0–0.1 | ███ 3" a bin) as an SVG bar chart."""
+    bins = [HISTOGRAM_LINE_RE.match(line) for line in lines]
+    if not bins or not all(bins):
+        return None
+    counts = [int(b[2]) for b in bins]
+    width, height, left, base, top = 400, 160, 8, 136, 16
+    step, scale = (width - 2 * left) / len(bins), (base - top) / (max(counts) or 1)
+    parts = [
+        f'<svg class="chart histogram" viewBox="0 0 {width} {height}" role="img" aria-label="Runs per score bin">'
+    ]
+    for n, (match, count) in enumerate(zip(bins, counts, strict=True)):
+        x, h = left + n * step, count * scale
+        label = escape(match[1])
+        parts.append(
+            f'<rect class="bar" x="{x + 1:.1f}" y="{base - h:.1f}" width="{step - 2:.1f}" height="{h:.1f}">'
+            f"<title>{label}: {count}</title></rect>"
+        )
+        if count:
+            parts.append(
+                f'<text x="{x + step / 2:.1f}" y="{base - h - 3:.1f}" text-anchor="middle">{count}</text>'
+            )
+        if n % 2 == 0:
+            parts.append(
+                f'<text x="{x:.1f}" y="{base + 14}" text-anchor="start">{label.split("–")[0]}</text>'
+            )
+    parts.append(f'<line class="axis" x1="{left}" x2="{width - left}" y1="{base}" y2="{base}"/></svg>')
+    return "".join(parts)
 
 
 def starts_block(line: str) -> bool:

@@ -142,8 +142,9 @@ INPROCESS_WORKERS = envint("INPROCESS_WORKERS", "4")
 
 MAX_CONCURRENT_RUNS = envint("MAX_CONCURRENT_RUNS", "8")
 MAX_TOKENS_PER_SWEEP = envint("MAX_TOKENS_PER_SWEEP", "1000000")
-CURRENCY = os.environ.get("CURRENCY", "USD")
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))  # `make run`'s admin password, the model build's log  # of the endpoints' prices and every cost shown
+CURRENCY = os.environ.get("CURRENCY", "USD")  # of the endpoints' prices and every cost shown
+# `make run`'s admin password, the local model build's log and status.
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 MAX_SWEEP_RUNS = envint("MAX_SWEEP_RUNS", "10000")
 # Orchestrators that share one sweep (RQ jobs; several machines may take them).
 SWEEP_WORKERS = envint("SWEEP_WORKERS", "4" if REDIS_URL else "1")

@@ -98,3 +98,13 @@ def test_the_pages_show_costs_and_their_total(client, alice):
     )
     assert '<dd id="sweep-cost">4.20 USD' in client.get(reverse("ui:sweep", args=[sweep.pk])).content.decode()
     assert 'id="cost-chart"' in client.get(reverse("ui:charts", args=[experiment.pk])).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_report_prices_the_top_configurations_and_every_run(api):
+    experiment = make_experiment(make_endpoint(price_in=1000, price_out=1000), parameter_space=SPACE)
+    scored_run(experiment, {"temperature": 0.0}, {"keyword": [1, 1, 1]}, tokens_in=1200, tokens_out=0)
+    scored_run(experiment, {"temperature": 1.0}, {"keyword": [0, 1, 0]}, tokens_in=3000, tokens_out=0)
+    text = api.get(f"/api/experiments/{experiment.pk}/report/").content.decode()
+    assert "| cost (USD) |" in text and "| 1.2000 |" in text
+    assert "Cost of these 2: 4.2000 USD." in text and "- Cost: 4.2000 USD" in text

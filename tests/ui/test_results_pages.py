@@ -181,5 +181,8 @@ def test_the_report_is_rendered_as_html(client, sweep):
     assert "<h1>Report: Capitals &lt;script&gt;alert(1)&lt;/script&gt;</h1>" in content
     assert "<script>alert" not in content
     assert '<th scope="col">rank</th>' in content and "<td>1.000</td>" in content
-    assert "<pre><code>" in content and "<li>Tokens in:" in content
+    assert "<li>Tokens in:" in content and "<li>Cost: 0.0000 USD</li>" in content
+    # The score distributions are SVG bar charts, not text bars.
+    assert content.count('<svg class="chart histogram"') == 2 and "█" not in content  # keyword, weighted
+    assert '<rect class="bar"' in content and "<title>1.0–1.1: " not in content
     assert 'href="/experiments/' in content and "export.json" in content
