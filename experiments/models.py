@@ -155,8 +155,11 @@ class Sweep(models.Model):
     max_concurrent = models.PositiveIntegerField(default=8)
     token_budget = models.BigIntegerField(default=1_000_000)
     tokens_used = models.BigIntegerField(default=0)
-    # LLM calls answered so far (cache hits and failures included), against estimate["calls"].
-    calls_done = models.BigIntegerField(default=0)
+    calls_done = models.BigIntegerField(
+        default=0,
+        help_text="LLM calls answered so far, cache hits and failures included (of estimate.calls); "
+        "a resumed sweep's replayed calls count again.",
+    )
     # When a sweep.progress event last went out: workers publish a few a second at most.
     progress_at = models.DateTimeField(null=True, blank=True)
     estimate = models.JSONField(default=dict, blank=True)
