@@ -158,14 +158,26 @@ def test_each_new_page_fits_a_phone(browser, results):
     experiment, runs = results
     b = browser
     log_in(b)
-    b.driver.set_window_size(390, 844)
-    for path in (
-        "/endpoints/",
-        f"/experiments/{experiment.pk}/matrix/",
-        f"/runs/compare/?a={runs[0].pk}&b={runs[4].pk}",
-    ):
+    pages = {
+        "endpoint-prices": f"/endpoints/{experiment.endpoint_id}/edit/",
+        "endpoints": "/endpoints/",
+        "matrix": f"/experiments/{experiment.pk}/matrix/",
+        "compare": f"/runs/compare/?a={runs[0].pk}&b={runs[4].pk}",
+        "charts-cost": f"/experiments/{experiment.pk}/charts/",
+        "report-svg": f"/experiments/{experiment.pk}/report/",
+    }
+    for name, path in pages.items():
         b.get(path)
         b.until(lambda: b.all("main"))
+        b.shot(name)
+        b.driver.set_window_size(390, 844)
         width = b.driver.execute_script("return document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width} px wide at 390 px"
-    b.driver.set_window_size(1280, 800)
+        b.shot(name + "-390px")
+        b.driver.set_window_size(1280, 800)
+    b.get(pages["charts-cost"])
+    labels = b.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#cost-chart text')).map(t => {"
+        " const box = t.getBBox(); return [box.x, box.x + box.width]; })"
+    )
+    assert all(0 <= left and right <= 400 for left, right in labels)  # no axis label clipped

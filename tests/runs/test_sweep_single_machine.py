@@ -171,7 +171,11 @@ def test_a_token_budget_stops_the_sweep(experiment, llm_stub):
     assert counts.get(RunStatus.CANCELLED, 0) > 0 and RunStatus.PENDING not in counts
     assert sweep.tokens_used >= 150
     # Overshoot is bounded by what the calls already in flight (2 at most) spent.
-    per_call = max(sum(len(m["content"].split()) for m in r["messages"]) + 14 for r in llm_stub.requests)
+    # (The stub counts words: the prompt's, plus the answer's, which may be 15 words long.)
+    per_call = max(
+        sum(len(m["content"].split()) for m in r["messages"]) + len(quality_responder(r).split())
+        for r in llm_stub.requests
+    )
     assert sweep.tokens_used - 150 <= 2 * per_call
     assert "overshot it by" in sweep.error
     assert event_bus().recent(experiment.pk)[-1].type == "sweep.budget_exhausted"
