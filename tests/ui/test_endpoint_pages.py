@@ -102,3 +102,20 @@ def test_test_connection_shows_the_error(client):
     response = client.post(reverse("ui:endpoint_test", args=[endpoint.pk]), {"next": "list"}, follow=True)
     assert response.redirect_chain[-1][0] == reverse("ui:endpoint_list")
     assert b"Could not connect to &#x27;local&#x27;" in response.content
+
+
+def test_prices_are_entered_per_endpoint_and_per_model_one_line_each(client):
+    data = form_data(price_in="2.5", price_out="10", model_prices="gpt-4o-mini 0.15 0.6\n\nbig 5 15\n")
+    client.post(reverse("ui:endpoint_create"), data)
+    endpoint = Endpoint.objects.get(name="local")
+    assert (endpoint.price_in, endpoint.price_out) == (2.5, 10.0)
+    assert endpoint.model_prices == {"gpt-4o-mini": [0.15, 0.6], "big": [5.0, 15.0]}
+    page = client.get(reverse("ui:endpoint_edit", args=[endpoint.pk])).content.decode()
+    assert "gpt-4o-mini 0.15 0.6\nbig 5 15</textarea>" in page and "In USD; blank: not priced" in page
+
+
+@pytest.mark.parametrize("line", ["gpt-4o-mini 0.15", "gpt-4o-mini cheap 0.6", "gpt-4o-mini 0.15 -1"])
+def test_a_price_line_that_does_not_read_names_its_line(client, line):
+    response = client.post(reverse("ui:endpoint_create"), form_data(model_prices=f"ok 1 2\n{line}"))
+    assert "Line 2: write the model, then its input and output prices" in response.content.decode()
+    assert not Endpoint.objects.filter(name="local").exists()
