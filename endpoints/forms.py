@@ -86,7 +86,8 @@ class EndpointForm(ApiKeyForm):
         if self.instance.pk is None:
             del self.fields["clear_api_key"]
         prices = self.instance.model_prices or {}
-        self.initial["model_prices"] = "\n".join(f"{m} {p[0]:g} {p[1]:g}" for m, p in prices.items())
+        # Sorted: PostgreSQL's jsonb keeps its own key order, not the order entered.
+        self.initial["model_prices"] = "\n".join(f"{m} {p[0]:g} {p[1]:g}" for m, p in sorted(prices.items()))
         unpriced = "blank: not priced (calls cost 0, as on a server of your own)"
         for name in ("price_in", "price_out"):
             self.fields[name].help_text = f"In {settings.CURRENCY}; {unpriced}."

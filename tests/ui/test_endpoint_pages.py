@@ -111,7 +111,7 @@ def test_prices_are_entered_per_endpoint_and_per_model_one_line_each(client):
     assert (endpoint.price_in, endpoint.price_out) == (2.5, 10.0)
     assert endpoint.model_prices == {"gpt-4o-mini": [0.15, 0.6], "big": [5.0, 15.0]}
     page = client.get(reverse("ui:endpoint_edit", args=[endpoint.pk])).content.decode()
-    assert "gpt-4o-mini 0.15 0.6\nbig 5 15</textarea>" in page and "In USD; blank: not priced" in page
+    assert "big 5 15\ngpt-4o-mini 0.15 0.6</textarea>" in page and "In USD; blank: not priced" in page
 
 
 @pytest.mark.parametrize("line", ["gpt-4o-mini 0.15", "gpt-4o-mini cheap 0.6", "gpt-4o-mini 0.15 -1"])
