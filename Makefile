@@ -18,7 +18,8 @@ install-dev: install
 	bash scripts/install_system_deps.sh
 
 run: install
-	$(PY) manage.py run_local
+	# Development mode: debug pages and the development SECRET_KEY (see .env.example).
+	DEBUG=true $(PY) manage.py run_local
 
 test: install-dev
 	bash scripts/test.sh

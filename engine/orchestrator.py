@@ -117,6 +117,7 @@ class Orchestrator:
         self._unstarted: list[Any] = []  # run ids claimed but not started when dispatch ended
         self._halt: str | None = None
         self._halted = asyncio.Event()
+        self._stopped = asyncio.Event()  # tells the watcher to end after its current check
 
     # -- spending ---------------------------------------------------------
     def _spent(self, tokens: int) -> None:
@@ -147,7 +148,9 @@ class Orchestrator:
             if self._halt is not None:
                 await self._drain()
         finally:
-            watcher.cancel()
+            # Never cancel the watcher mid-sync: the tokens it has taken from
+            # _unsynced would be lost with its write (a cancelled executor job never runs).
+            self._stopped.set()
             await asyncio.gather(watcher, return_exceptions=True)
             await self._sync()
         self.report.reason = self._halt or "drained"
@@ -213,8 +216,11 @@ class Orchestrator:
         self._finished.append(outcome)
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+            if self._stopped.is_set():
+                return
             try:
                 await self._sync()
                 state = await self.control.state()

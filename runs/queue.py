@@ -17,6 +17,7 @@ from typing import Any
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
+from rq import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,17 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class RecoveringWorker(Worker):
+    """An RQ worker that also takes back the runs of workers that died and
+    finishes their sweeps (now, and every SWEEP_RECOVERY_INTERVAL_S)."""
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)
+        from runs.sweeps import start_recovery  # runs.sweeps imports this module
+
+        start_recovery()
 
 
 def worker_name() -> str:

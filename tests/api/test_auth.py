@@ -85,13 +85,14 @@ def test_a_token_lets_alice_in(api):
 
 def test_a_session_lets_bob_in(bob):
     client = APIClient()
-    assert client.login(username="bob", password="pw-bob")
+    response = client.post("/accounts/login/", {"username": "bob", "password": "pw-bob"})
+    assert response.status_code == 302
     assert client.get("/api/experiments/").status_code == 200
 
 
 def test_session_writes_need_the_csrf_token(bob):
     client = APIClient(enforce_csrf_checks=True)
-    client.login(username="bob", password="pw-bob")
+    client.force_login(bob)
     response = client.post("/api/webhooks/", {"url": "https://example.com/hook"}, format="json")
     assert response.status_code == 403 and "CSRF" in response.json()["detail"]
 
