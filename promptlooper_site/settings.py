@@ -191,6 +191,8 @@ WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", "10")
 # Seconds before the first webhook retry; each further retry waits twice as long.
 WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", "2")
+# Threads that send webhooks in single-machine mode, apart from the sweeps' threads.
+WEBHOOK_WORKERS = envint("WEBHOOK_WORKERS", "2")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -384,12 +384,15 @@ def start_recovery(interval_s: float | None = None) -> threading.Thread | None:
 
 
 def _recover_forever(interval: float) -> None:
+    from webhooks.tasks import recover_deliveries  # webhooks imports runs: import late
+
     startup = True
     while True:
         try:
             recovered = recover_sweeps(startup=startup)
             if recovered:
                 logger.warning("Recovered sweeps %s from workers that died", recovered)
+            recover_deliveries(startup=startup)
             startup = False
         except Exception:  # e.g. the database is not migrated yet, or briefly away
             logger.exception("Recovering sweeps failed; trying again in %s s", interval)

@@ -92,7 +92,7 @@ class LLMStub(LoopbackServer):
         self._answer_limit: int | None = None
         self._admitted = 0
         self._released = threading.Event()
-        self._drop_held = False
+        self._era = 0  # drop_held() starts a new one: calls of an earlier era are never answered
         super().__init__()
 
     @property
@@ -157,19 +157,22 @@ class LLMStub(LoopbackServer):
             self._released.clear()
 
     def drop_held(self) -> None:
-        """Close the held calls without an answer (nothing paid), and answer from now on."""
+        """Close every call that arrived so far and is not answered yet, without an
+        answer (its client died: nothing paid), and answer every later call."""
         with self._lock:
-            self._answer_limit, self._drop_held = None, True
+            self._answer_limit, self._era = None, self._era + 1
         self._released.set()
 
-    def _admit(self) -> bool:
-        """False: the call was held and then dropped."""
+    def _admit(self, era: int) -> bool:
+        """False: the call is dropped unanswered."""
         with self._lock:
+            if era < self._era:
+                return False
             if self._answer_limit is None or self._admitted < self._answer_limit:
                 self._admitted += 1
                 return True
         self._released.wait()
-        return not self._drop_held
+        return False
 
     def _done(self) -> None:
         with self._lock:
@@ -247,10 +250,11 @@ class _Handler(LoopbackHandler):
 
     def _chat(self, body: dict[str, Any]) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
+        era = self.stub._era
         fault = self.stub._record(body, headers, self.client_address[1])
         try:
             time.sleep(self.stub._latency(body))
-            if not self.stub._admit():
+            if not self.stub._admit(era):
                 self.close_connection = True
                 return
             if fault and self._apply_fault(fault):

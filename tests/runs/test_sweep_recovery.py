@@ -80,7 +80,7 @@ def test_a_sigkilled_server_finishes_its_sweep_after_a_restart(experiment, llm_s
         wait_until(lambda: len(llm_stub.answered) == 10 and ResponseCache.objects.count() == 10, timeout=60)
         wait_until(lambda: llm_stub.calls > 10)
         server.kill()
-        llm_stub.drop_held()  # the calls the dead server was waiting on were never answered
+        llm_stub.drop_held()  # the calls in flight at the crash are never answered
         sweep.refresh_from_db()
         assert sweep.status == SweepStatus.RUNNING
         assert Run.objects.filter(sweep=sweep, status=RunStatus.RUNNING).exists()
