@@ -10,7 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from engine.scorers import validate_scorer
-from engine.templates import parse_template
+from engine.templates import check_limits, parse_template
 from engine.types import EngineError
 
 STAGE_KEYS = {"name", "system", "user", "model", "params"}
@@ -44,10 +44,13 @@ def validate_pipeline(pipeline: Any) -> None:
 
 
 def check_template(source: Any, where: str, field: str) -> None:
+    """Valid Jinja, and not over a render limit before any variable is known
+    (`range(100000)` inside another such loop fails every row: say so now)."""
     if not isinstance(source, str):
         raise ValidationError({field: f"{where} must be text."})
     try:
         parse_template(source)
+        check_limits(source, {"previous": "", "stages": {}})
     except EngineError as exc:
         raise ValidationError({field: f"{where}: {exc}"}) from None
 

@@ -24,6 +24,14 @@ def envint(name: str, default: str) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def envfloat(name: str, default: str) -> float:
+    value = os.environ.get(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
 
@@ -186,6 +194,11 @@ SWEEP_STALE_AFTER_S = envint("SWEEP_STALE_AFTER_S", "60")
 CACHE_SHARED_ACROSS_PROJECTS = envbool("CACHE_SHARED_ACROSS_PROJECTS", "false")
 # How often the web server and each worker look for such runs (0 = never; at start too).
 SWEEP_RECOVERY_INTERVAL_S = envint("SWEEP_RECOVERY_INTERVAL_S", "30")
+# Every prompt render is bounded (engine/templates.py): loop iterations of all its
+# loops together, characters of the prompt, and wall time.
+TEMPLATE_MAX_LOOP_ITERATIONS = envint("TEMPLATE_MAX_LOOP_ITERATIONS", "10000")
+TEMPLATE_MAX_OUTPUT_CHARS = envint("TEMPLATE_MAX_OUTPUT_CHARS", "200000")
+TEMPLATE_MAX_RENDER_S = envfloat("TEMPLATE_MAX_RENDER_S", "1.0")
 # Webhook destinations on loopback/private/link-local addresses are refused unless allowed.
 WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", "10")
