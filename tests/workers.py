@@ -135,7 +135,7 @@ def free_port() -> int:
 
 class SingleMachineServer:
     """The web server as `make run` starts it (Daphne, no Redis: the in-process
-    worker), on the test's SQLite database file, in a process of its own."""
+    worker), on the test's database (SQLite or PostgreSQL), in a process of its own."""
 
     def __init__(self, env: dict | None = None):
         self.port = free_port()
@@ -149,7 +149,8 @@ class SingleMachineServer:
 
     def start(self) -> SingleMachineServer:
         s = connection.settings_dict
-        env = dict(os.environ, DATABASE_URL=f"sqlite:///{s['NAME']}", PYTHONUNBUFFERED="1", **self.env)
+        database = test_database_url() if connection.vendor == "postgresql" else f"sqlite:///{s['NAME']}"
+        env = dict(os.environ, DATABASE_URL=database, PYTHONUNBUFFERED="1", **self.env)
         env.pop("REDIS_URL", None)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
