@@ -30,7 +30,9 @@ def add_error_responses(result: dict, generator: Any, request: Any, public: bool
 def add_errors(operation: dict, method: str) -> None:
     responses = operation["responses"]
     takes_input = bool(operation.get("parameters")) or "requestBody" in operation or method != "get"
-    media_types = next((list(r["content"]) for r in responses.values() if r.get("content")), ["application/json"])
+    media_types = next(
+        (list(r["content"]) for r in responses.values() if r.get("content")), ["application/json"]
+    )
     content = {media_type: {"schema": {"$ref": "#/components/schemas/Error"}} for media_type in media_types}
     for status, description in {**ALWAYS, **(WITH_INPUT if takes_input else {})}.items():
         responses.setdefault(status, {"description": description, "content": content})
