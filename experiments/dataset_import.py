@@ -201,7 +201,10 @@ def write_rows(experiment: Experiment, rows: list[Row], mode: str = "replace") -
         DatasetItem.objects.bulk_create(
             (
                 DatasetItem(
-                    experiment=experiment, position=start + i, input=row["input"], reference=row["reference"]
+                    experiment=experiment,
+                    position=start + i,
+                    input=row["input"],
+                    reference=row.get("reference", ""),
                 )
                 for i, row in enumerate(rows)
             ),

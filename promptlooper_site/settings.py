@@ -221,11 +221,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": [
-        "promptlooper_site.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON bodies (the dataset upload adds multipart): a form-encoded blank would
+    # mean "absent" to DRF, which no schema can say.
+    "DEFAULT_PARSER_CLASSES": ["promptlooper_site.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "promptlooper_site.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

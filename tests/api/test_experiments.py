@@ -212,3 +212,11 @@ def test_built_ins_loops_and_earlier_stages_are_fine(api):
 def test_without_a_dataset_yet_the_variables_are_checked_when_it_comes(api):
     response = api.post("/api/experiments/", {"name": "later", "pipeline": TWO_STAGES[:1]}, format="json")
     assert response.status_code == 201
+
+
+def test_a_patch_may_send_dataset_rows_without_a_reference(api):
+    experiment = make_experiment()
+    rows = [{"input": {"country": "Chile"}}, {"input": {"country": "Peru"}, "reference": "Lima"}]
+    response = api.patch(f"/api/experiments/{experiment.pk}/", {"dataset": rows}, format="json")
+    assert response.status_code == 200, response.json()
+    assert list(experiment.items.values_list("reference", flat=True)) == ["", "Lima"]
