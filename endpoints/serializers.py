@@ -1,7 +1,6 @@
 import re
 
 from rest_framework import serializers
-from rest_framework.validators import UniqueValidator
 
 from endpoints.models import Endpoint, header_value_problem
 from engine.adapters import ADAPTERS
@@ -30,9 +29,7 @@ class EndpointSerializer(ProjectOwnedSerializer):
     )
     has_api_key = serializers.BooleanField(read_only=True)
     # Not trimmed: the schema's maxLength holds for the name as sent.
-    name = serializers.CharField(
-        max_length=100, trim_whitespace=False, validators=[UniqueValidator(Endpoint.objects.all())]
-    )
+    name = serializers.CharField(max_length=100, trim_whitespace=False)
     adapter = serializers.ChoiceField(choices=sorted(ADAPTERS), default="openai")
     base_url = serializers.URLField(max_length=500, help_text="e.g. http://127.0.0.1:11434/v1")
     timeout_s = serializers.FloatField(min_value=0.1, max_value=3600, default=60.0)

@@ -224,6 +224,7 @@ REST_FRAMEWORK = {
     # JSON bodies (the dataset upload adds multipart): a form-encoded blank would
     # mean "absent" to DRF, which no schema can say.
     "DEFAULT_PARSER_CLASSES": ["promptlooper_site.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # what the API takes, for DRF's test client
     "DEFAULT_PAGINATION_CLASS": "promptlooper_site.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

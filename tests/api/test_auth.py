@@ -85,7 +85,7 @@ def test_a_token_lets_alice_in(api):
 
 def test_a_session_lets_bob_in(bob):
     client = APIClient()
-    response = client.post("/accounts/login/", {"username": "bob", "password": "pw-bob"})
+    response = client.post("/accounts/login/", {"username": "bob", "password": "pw-bob"}, format="multipart")
     assert response.status_code == 302
     assert client.get("/api/experiments/").status_code == 200
 

@@ -16,7 +16,7 @@ from runs import sweeps as sweep_jobs
 from runs.models import ResponseCache, Run, RunStatus
 from runs.queue import wait_for_in_process_jobs, worker_name
 from runs.sweeps import SweepRequest, launch_sweep, recover_sweeps
-from tests.factories import make_endpoint, make_experiment, make_user
+from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep, wait_until
 from tests.workers import SingleMachineServer
 
@@ -60,9 +60,8 @@ def paid_twice(stub) -> int:
     return sum(n - 1 for n in bodies.values())
 
 
-def test_a_sigkilled_server_finishes_its_sweep_after_a_restart(experiment, llm_stub):
-    user = make_user("alice", superuser=True)
-    token = Token.objects.create(user=user)
+def test_a_sigkilled_server_finishes_its_sweep_after_a_restart(experiment, llm_stub, alice):
+    token = Token.objects.create(user=alice)
     llm_stub.latency_ms = 20
     llm_stub.hold_after(10)  # 10 answers, then the calls in flight hang until the crash
     env = {"SWEEP_RECOVERY_INTERVAL_S": "1", "SWEEP_STALE_AFTER_S": "600"}

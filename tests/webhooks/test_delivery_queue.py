@@ -9,7 +9,7 @@ from experiments.models import SweepStatus
 from runs.models import ResponseCache
 from runs.queue import wait_for_in_process_jobs
 from runs.sweeps import SweepRequest, launch_sweep
-from tests.factories import make_endpoint, make_experiment
+from tests.factories import make_endpoint, make_experiment, team_project
 from tests.runs.sweep_helpers import wait_for_sweep
 from tests.webhook_receiver import WebhookReceiver
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery, forget_subscriptions
@@ -41,7 +41,7 @@ def test_a_dead_receiver_does_not_slow_the_next_sweep(llm_stub):
     without = timed_sweep(experiment)
     with WebhookReceiver() as gone:
         dead_url = gone.url  # nothing listens there any more
-    Webhook.objects.create(url=dead_url, events=[])
+    Webhook.objects.create(project=experiment.project, url=dead_url, events=[])
     timed_sweep(experiment)  # leaves many failing deliveries behind, waiting for retries
 
     with_dead_receiver = timed_sweep(experiment)
@@ -56,7 +56,7 @@ def test_a_delivery_whose_retry_timer_died_with_its_process_is_sent_after_a_rest
     from webhooks.tasks import recover_deliveries
 
     with WebhookReceiver() as receiver:
-        webhook = Webhook.objects.create(url=receiver.url, events=[])
+        webhook = Webhook.objects.create(project=team_project(), url=receiver.url, events=[])
         waiting = WebhookDelivery.objects.create(webhook=webhook, event="sweep.completed", attempts=1)
         sent = WebhookDelivery.objects.create(webhook=webhook, event="sweep.completed", status="succeeded")
 

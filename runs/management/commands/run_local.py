@@ -48,7 +48,10 @@ class Command(BaseCommand):
         )
         experiment, created = load_demo(endpoint, project)
         if settings.REDIS_URL:
-            self.spawn([sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks"])
+            # --with-scheduler: webhook retries are scheduled (rq's Retry), not slept.
+            self.spawn(
+                [sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks", "--with-scheduler"]
+            )
         url = f"http://{options['host']}:{options['port']}"
         self.spawn(
             [
