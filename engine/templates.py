@@ -271,6 +271,15 @@ def _render_bounded(template: Template, variables: dict[str, Any], limits: Rende
         return "".join(chunks)
 
 
+def render_compiled(template: Template, variables: dict[str, Any]) -> str:
+    """A template compiled elsewhere (by from_string below), rendered within LIMITS."""
+    return _render_bounded(template, variables, LIMITS)
+
+
+def from_string(env: BoundedEnvironment, source: str) -> Template:
+    return _from_string(env, source)
+
+
 def _from_string(env: BoundedEnvironment, source: str) -> Template:
     # Compiling folds constant expressions (`{{ 'x'|center(10**8) }}`): bounded too. What
     # goes over a limit then is left to run time, where the render fails with the limit.

@@ -97,3 +97,14 @@ async def test_a_run_over_a_limit_fails_naming_the_stage_and_the_limit():
     assert outcome.status == "failed"
     assert outcome.error.startswith("Stage 'expand' (#1) on item 1 (row 0): The template went over a limit")
     assert "TEMPLATE_MAX_OUTPUT_CHARS" in outcome.error
+
+
+def test_a_judge_prompt_is_bounded_too():
+    from engine.scorers import build_scorer
+    from engine.types import ScoreContext, ScorerSpec
+
+    judge = build_scorer(
+        ScorerSpec(type="llm_judge", config={"prompt": "{{ output }}" + NESTED_LOOPS}, name="judge")
+    )
+    with pytest.raises(Exception, match="went over a limit"):
+        judge.render({}, "an answer", ScoreContext(reference=""))
