@@ -111,6 +111,7 @@ class Orchestrator:
         self.claim_ahead = max(1, runs_in_flight // 2)  # runs claimed before they can start
         self.report = SweepReport()
         self._unsynced = 0  # tokens spent here, not yet added to the shared total
+        self._syncing = 0  # tokens being added to it right now
         self._known_total = 0  # the shared total as of the last sync
         self._finished: list[RunOutcome] = []
         self._tasks: dict[asyncio.Task, Any] = {}
@@ -123,12 +124,22 @@ class Orchestrator:
     def _spent(self, tokens: int) -> None:
         self._unsynced += tokens
         self.report.tokens_spent += tokens
-        if self._known_total + self._unsynced >= self.token_budget and self._halt is None:
+        # Tokens on their way to the shared total count too: while a slow write is
+        # under way, calls that finish must still see the budget run out.
+        if self._known_total + self._syncing + self._unsynced >= self.token_budget and self._halt is None:
             self._close("budget_exhausted")
 
     async def _sync(self) -> None:
         delta, self._unsynced = self._unsynced, 0
-        self._known_total = await self.control.add_tokens(delta)
+        self._syncing += delta
+        try:
+            total = await self.control.add_tokens(delta)
+        except Exception:
+            self._unsynced += delta  # the write failed: the next sync tries again
+            raise
+        finally:
+            self._syncing -= delta
+        self._known_total = total
         if self._known_total >= self.token_budget and self._halt is None:
             self._close("budget_exhausted")
         if self._finished:
