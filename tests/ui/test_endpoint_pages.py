@@ -102,3 +102,13 @@ def test_test_connection_shows_the_error(client):
     response = client.post(reverse("ui:endpoint_test", args=[endpoint.pk]), {"next": "list"}, follow=True)
     assert response.redirect_chain[-1][0] == reverse("ui:endpoint_list")
     assert b"Could not connect to &#x27;local&#x27;" in response.content
+
+
+def test_test_connection_with_a_key_that_no_longer_decrypts_says_so(client, alice, llm_stub, settings):
+    endpoint = make_endpoint("keyed", base_url=llm_stub.base_url, api_key=SECRET)
+    settings.SECRET_KEY = "a-rotated-secret-key-that-decrypts-nothing-stored"
+    client.force_login(alice)  # the old session was signed with the old key
+    response = client.post(reverse("ui:endpoint_test", args=[endpoint.pk]), {"next": "list"}, follow=True)
+    page = response.content.decode().replace("&#x27;", "'")
+    assert "The key of endpoint 'keyed' cannot be decrypted with this SECRET_KEY; enter it again" in page
+    assert llm_stub.calls == 0 and not llm_stub.requests
