@@ -18,9 +18,10 @@ install-dev: install
 	bash scripts/install_system_deps.sh
 
 # The pages come up at once; the bundled model builds in the background (run_local).
+# Development mode: debug pages and the development SECRET_KEY (see .env.example).
 run: $(PY)
 	$(PIP) install -q -r requirements.txt
-	$(PY) manage.py run_local
+	DEBUG=true $(PY) manage.py run_local
 
 test: install-dev
 	bash scripts/test.sh

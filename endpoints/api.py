@@ -1,7 +1,7 @@
 import asyncio
 
 from django.db.models import ProtectedError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -58,8 +58,17 @@ class EndpointViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
             )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses=ConnectionReportSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: ConnectionReportSerializer,
+            400: OpenApiResponse(description="What is stored cannot be used"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def test(self, request: Request, pk: str | None = None) -> Response:
-        report = test_connection(self.get_object())
-        return Response(ConnectionReportSerializer(report).data)
+        endpoint = self.get_object()
+        problems = endpoint.connection_problems()
+        if problems:  # the key or a header: no request could even be made
+            return Response({field: [message] for field, message in problems.items()}, status=400)
+        return Response(ConnectionReportSerializer(test_connection(endpoint)).data)

@@ -80,7 +80,8 @@ class Endpoint(models.Model):
             self.set_api_key(new_key)
 
     def get_api_key(self) -> str:
-        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+        """The plaintext key; crypto.DecryptionError (naming this endpoint) if SECRET_KEY changed."""
+        return self._decrypt(self.api_key_encrypted, "key") if self.api_key_encrypted else ""
 
     def set_extra_headers(self, headers: dict[str, str]) -> None:
         headers = dict(headers or {})
@@ -90,7 +91,17 @@ class Endpoint(models.Model):
     def get_extra_headers(self) -> dict[str, str]:
         if not self.extra_headers_encrypted:
             return {}
-        return json.loads(crypto.decrypt(self.extra_headers_encrypted))
+        return json.loads(self._decrypt(self.extra_headers_encrypted, "extra headers"))
+
+    def _decrypt(self, ciphertext: str, what: str) -> str:
+        try:
+            return crypto.decrypt(ciphertext)
+        except crypto.DecryptionError:
+            field = "api_key" if what == "key" else "extra_headers"
+            raise crypto.DecryptionError(
+                f"The {what} of endpoint '{self.name}' cannot be decrypted with this SECRET_KEY; "
+                f"enter {'it' if what == 'key' else 'them'} again (Endpoints → Edit, or PATCH {field})."
+            ) from None
 
     def prices(self, model: str = "") -> tuple[float, float]:
         """(input, output) per million tokens of `model` (the default model when blank)."""
@@ -120,3 +131,32 @@ class Endpoint(models.Model):
             self.set_api_key("")
             self.set_extra_headers({})
         return moved
+
+    def connection_problems(self) -> dict[str, str]:
+        """Why no request can be made with what is stored, by field: a key or headers
+        that no longer decrypt, or a key or header value that cannot go into an HTTP header."""
+        problems: dict[str, str] = {}
+        try:
+            key = self.get_api_key()
+            problem = header_value_problem(key)
+            if problem:
+                problems["api_key"] = f"The stored API key {problem}; enter it again."
+        except crypto.DecryptionError as exc:
+            problems["api_key"] = str(exc)
+        try:
+            for name, value in self.get_extra_headers().items():
+                problem = header_value_problem(str(name)) or header_value_problem(str(value))
+                if problem:
+                    problems["extra_headers"] = f"Header '{name}' {problem}."
+        except crypto.DecryptionError as exc:
+            problems["extra_headers"] = str(exc)
+        return problems
+
+
+def header_value_problem(value: str) -> str | None:
+    """What keeps `value` out of an HTTP header (visible ASCII, spaces and tabs only), or None."""
+    if not value.isascii():
+        return "has a character outside ASCII, which HTTP headers cannot carry"
+    if any(ch != "\t" and not 32 <= ord(ch) < 127 for ch in value):
+        return "has a control character (such as a line break), which HTTP headers cannot carry"
+    return None

@@ -2,7 +2,7 @@ import re
 
 from rest_framework import serializers
 
-from endpoints.models import Endpoint
+from endpoints.models import Endpoint, header_value_problem
 from engine.adapters import ADAPTERS
 from projects.models import Role
 from projects.serializers import ProjectOwnedSerializer
@@ -28,6 +28,8 @@ class EndpointSerializer(ProjectOwnedSerializer):
         style={"input_type": "password"},
     )
     has_api_key = serializers.BooleanField(read_only=True)
+    # Not trimmed: the schema's maxLength holds for the name as sent.
+    name = serializers.CharField(max_length=100, trim_whitespace=False)
     adapter = serializers.ChoiceField(choices=sorted(ADAPTERS), default="openai")
     base_url = serializers.URLField(max_length=500, help_text="e.g. http://127.0.0.1:11434/v1")
     timeout_s = serializers.FloatField(min_value=0.1, max_value=3600, default=60.0)
@@ -95,12 +97,21 @@ class EndpointSerializer(ProjectOwnedSerializer):
             )
         return value
 
+    def validate_api_key(self, value: str) -> str:
+        problem = header_value_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"The API key {problem}; it is sent as an HTTP header.")
+        return value
+
     def validate_extra_headers(self, value: dict[str, str]) -> dict[str, str]:
         for name, header in value.items():
             if not HEADER_NAME.match(name):
                 raise serializers.ValidationError(f"'{name}' is not a valid HTTP header name.")
             if "\r" in header or "\n" in header:
                 raise serializers.ValidationError(f"Header '{name}' has a line break in its value.")
+            problem = header_value_problem(header)
+            if problem:
+                raise serializers.ValidationError(f"Header '{name}' {problem}.")
         return value
 
     def create(self, validated_data: dict) -> Endpoint:

@@ -52,7 +52,10 @@ def _edit(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
 @require_POST
 def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
     endpoint = get_for_user(Endpoint, request.user, Role.EDITOR, pk=pk)
-    report = test_connection(endpoint)
+    problems = endpoint.connection_problems()
+    report = (
+        test_connection(endpoint) if not problems else {"ok": False, "error": " ".join(problems.values())}
+    )
     if report["ok"]:
         models = ", ".join(report["models"]) or "none listed"
         messages.success(

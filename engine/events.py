@@ -33,6 +33,7 @@ class EventType(StrEnum):
     SWEEP_STOPPED = "sweep.stopped"
     SWEEP_COMPLETED = "sweep.completed"
     SWEEP_BUDGET_EXHAUSTED = "sweep.budget_exhausted"
+    SWEEP_FAILED = "sweep.failed"
 
 
 @dataclass

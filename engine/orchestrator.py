@@ -113,6 +113,7 @@ class Orchestrator:
         self.claim_ahead = max(1, runs_in_flight // 2)  # runs claimed before they can start
         self.report = SweepReport()
         self._unsynced = 0  # tokens spent here, not yet added to the shared total
+        self._syncing = 0  # tokens being added to it right now
         self._known_total = 0  # the shared total as of the last sync
         # The gateway's finished calls already added to the sweep (it may have served others before).
         self._calls_synced = llm.calls_finished
@@ -121,17 +122,28 @@ class Orchestrator:
         self._unstarted: list[Any] = []  # run ids claimed but not started when dispatch ended
         self._halt: str | None = None
         self._halted = asyncio.Event()
+        self._stopped = asyncio.Event()  # tells the watcher to end after its current check
 
     # -- spending ---------------------------------------------------------
     def _spent(self, tokens: int) -> None:
         self._unsynced += tokens
         self.report.tokens_spent += tokens
-        if self._known_total + self._unsynced >= self.token_budget and self._halt is None:
+        # Tokens on their way to the shared total count too: while a slow write is
+        # under way, calls that finish must still see the budget run out.
+        if self._known_total + self._syncing + self._unsynced >= self.token_budget and self._halt is None:
             self._close("budget_exhausted")
 
     async def _sync(self) -> None:
         delta, self._unsynced = self._unsynced, 0
-        self._known_total = await self.control.add_tokens(delta)
+        self._syncing += delta
+        try:
+            total = await self.control.add_tokens(delta)
+        except Exception:
+            self._unsynced += delta  # the write failed: the next sync tries again
+            raise
+        finally:
+            self._syncing -= delta
+        self._known_total = total
         if self._known_total >= self.token_budget and self._halt is None:
             self._close("budget_exhausted")
         calls, self._calls_synced = self.llm.calls_finished - self._calls_synced, self.llm.calls_finished
@@ -157,7 +169,9 @@ class Orchestrator:
             if self._halt is not None:
                 await self._drain()
         finally:
-            watcher.cancel()
+            # Never cancel the watcher mid-sync: the tokens it has taken from
+            # _unsynced would be lost with its write (a cancelled executor job never runs).
+            self._stopped.set()
             await asyncio.gather(watcher, return_exceptions=True)
             await self._sync()
         self.report.reason = self._halt or "drained"
@@ -223,8 +237,11 @@ class Orchestrator:
         self._finished.append(outcome)
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+            if self._stopped.is_set():
+                return
             try:
                 await self._sync()
                 state = await self.control.state()

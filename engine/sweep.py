@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import math
 import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,6 +47,8 @@ NEIGHBOUR_TRIES = 20  # attempts per wanted neighbour
 PARENT_DECAY = 0.25  # a guided parent's weight: 1 for the best, then 0.25, 0.0625, ...
 TWO_KEY_SHARE = 0.25  # neighbours that change two keys rather than one
 JUDGE_MAX_TOKENS = 32  # the llm_judge scorer's default
+ESTIMATE_SAMPLE = 50  # dataset rows rendered for an estimate; the rest are scaled from them
+ESTIMATE_SECONDS = 2.0  # after this, templates still to estimate count as their text
 
 
 class SweepError(EngineError):
@@ -551,6 +554,11 @@ class _RunCosts:
 
     def __init__(self, stages: list[Stage], items: list[Item], judges: list[dict], default_max_tokens: int):
         self.stages, self.items, self.judges = stages, items, judges
+        # Rendering every row of a large dataset would hold a web request for
+        # minutes: render an even sample and scale, and stop rendering at a deadline.
+        self.sample = _even_sample(items, ESTIMATE_SAMPLE)
+        self.scale = len(items) / len(self.sample) if self.sample else 0.0
+        self.deadline = time.monotonic() + ESTIMATE_SECONDS
         self.default = default_max_tokens
         self.runs: dict[tuple[tuple[str, str], ...], tuple[int, int]] = {}
         self.templates: dict[tuple[str, ...], int] = {}  # (source, earlier stages...) -> tokens
@@ -583,18 +591,35 @@ class _RunCosts:
         key = (source, *earlier)
         if key not in self.templates:
             outputs = dict.fromkeys(earlier, "")
-            variables = [{**i.input, "previous": "", "stages": outputs} for i in self.items]
-            self.templates[key] = sum(_tokens_of(source, v) for v in variables)
+            variables = [{**i.input, "previous": "", "stages": outputs} for i in self.sample]
+            self.templates[key] = self._scaled(source, variables)
         return self.templates[key]
 
     def _judge(self, config: dict[str, Any], output_limit: int) -> int:
         source = str(config.get("prompt") or DEFAULT_PROMPT)
         if source not in self.judge_prompts:
             variables = [
-                {"input": render_input(i.input), "output": "", "reference": i.reference} for i in self.items
+                {"input": render_input(i.input), "output": "", "reference": i.reference} for i in self.sample
             ]
-            self.judge_prompts[source] = sum(_tokens_of(source, v) for v in variables)
+            self.judge_prompts[source] = self._scaled(source, variables)
         return self.judge_prompts[source] + output_limit * len(self.items)
+
+    def _scaled(self, source: str, variables: list[dict[str, Any]]) -> int:
+        """Tokens of `source` over every item, from the sample. A row it fails on
+        (a missing variable, a render limit) counts as the template's text; so do
+        all rows once the estimate's deadline has passed."""
+        total = 0
+        for v in variables:
+            in_time = time.monotonic() < self.deadline
+            total += _tokens_of(source, v) if in_time else estimate_tokens(source)
+        return math.ceil(total * self.scale)
+
+
+def _even_sample(items: list[Item], n: int) -> list[Item]:
+    if len(items) <= n:
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
 
 
 def _tokens_of(source: str, variables: dict[str, Any]) -> int:

@@ -2,6 +2,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -73,7 +74,9 @@ class ExportRenderer(renderers.BaseRenderer):
         self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
     ) -> bytes:
         response = (renderer_context or {}).get("response")
-        if response is not None and response.status_code >= 400:  # an error, not an export
+        failed = response is not None and response.status_code >= 400
+        # An error, or the OPTIONS description of the route: not an export.
+        if failed or not (isinstance(data, dict) and {"metadata", "config", "stages"} <= set(data)):
             body = renderers.JSONRenderer().render(data)
             return export.to_yaml(json.loads(body)).encode() if self.format == "yaml" else body
         writer, _ = export.FORMATS[self.format]
@@ -166,6 +169,12 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
         except ExperimentFrozen as exc:
             raise Conflict(str(exc)) from None
         mode = options.validated_data["mode"]
+        try:
+            experiment.check_dataset({name for row in rows for name in row["input"]}, mode)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(
+                {"dataset": [m for ms in exc.message_dict.values() for m in ms]}
+            ) from None
         size = write_rows(experiment, rows, mode)
         result = {"imported": len(rows), "dataset_size": size, "mode": mode, "file_format": fmt}
         return Response(DatasetImportResultSerializer(result).data)

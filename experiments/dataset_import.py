@@ -44,6 +44,7 @@ def detect_format(filename: str, content_type: str, text: str) -> Format:
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MAX_IMPORT_ROWS = 10_000
+MAX_DEPTH = 32  # lists and objects inside a row
 
 
 def read_dataset(
@@ -115,14 +116,41 @@ def parse_jsonl(text: str) -> list[Row]:
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DatasetImportError(
-                f"Line {line}: not valid JSON ({exc.msg}, column {exc.colno})."
-            ) from None
-        rows.append(_json_row(obj, line))
+        rows.append(_json_row(_json_value(raw, line), line))
     return rows
+
+
+def _json_value(raw: str, line: int) -> Any:
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise DatasetImportError(f"Line {line}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
+    except RecursionError:
+        raise DatasetImportError(f"Line {line}: nested deeper than {MAX_DEPTH} levels; flatten it.") from None
+    except ValueError as exc:  # NaN, Infinity, or an integer past Python's digit limit
+        raise DatasetImportError(f"Line {line}: {exc}.") from None
+    if _depth(value) > MAX_DEPTH:
+        raise DatasetImportError(f"Line {line}: nested deeper than {MAX_DEPTH} levels; flatten it.")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    # JSON has no NaN or Infinity (Python accepts them); PostgreSQL and browsers refuse them.
+    raise ValueError(f"{name} is not a JSON number; write null or a string instead")
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (without recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack += [(child, depth) for child in item if isinstance(child, (dict, list))]
+    return deepest
 
 
 def _json_row(obj: Any, line: int) -> Row:
@@ -173,7 +201,10 @@ def write_rows(experiment: Experiment, rows: list[Row], mode: str = "replace") -
         DatasetItem.objects.bulk_create(
             (
                 DatasetItem(
-                    experiment=experiment, position=start + i, input=row["input"], reference=row["reference"]
+                    experiment=experiment,
+                    position=start + i,
+                    input=row["input"],
+                    reference=row.get("reference", ""),
                 )
                 for i, row in enumerate(rows)
             ),

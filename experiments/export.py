@@ -92,10 +92,24 @@ def to_yaml(export: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(export), sort_keys=False, allow_unicode=True, width=100)
 
 
+# A `$` or a backquote cannot be written inside double quotes the same way for a
+# shell (which needs `\$`) and for python-dotenv (which keeps the backslash), but
+# `${NAME}` means the same to both: these two carry the characters.
+DOLLAR, BACKQUOTE = f"{ENV_PREFIX}DOLLAR", f"{ENV_PREFIX}BACKQUOTE"
+ENV_HELPERS = f"{DOLLAR}='$'\n{BACKQUOTE}='`'\n"
+
+
 def env_quote(value: str) -> str:
-    # python-dotenv reads single-quoted values literally except for \\ and \',
-    # newlines included: escape those two and any template comes back exactly.
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """`value` as bash, dash and python-dotenv's dotenv_values (which expands ${...}) read it back.
+
+    Single quotes are literal to a shell, and to dotenv but for `\\`, `\'` and
+    `${...}`: values without those go in single quotes. The rest go in double
+    quotes, where both decode `\\` and `\"` alike and nothing else is escaped."""
+    if "'" not in value and "\\" not in value and "${" not in value:
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("$", "${" + DOLLAR + "}").replace("`", "${" + BACKQUOTE + "}")
+    return f'"{escaped}"'
 
 
 def to_env(export: ExportedConfig) -> str:
@@ -119,10 +133,12 @@ def to_env(export: ExportedConfig) -> str:
         values[f"STAGE_{n}_USER"] = stage["user"]
     header = (
         f"# PromptLooper: best configuration of {meta['experiment']!r} (run {meta['run_id']}).\n"
-        "# Values are single-quoted; read them with python-dotenv (dotenv_values). A template\n"
-        "# that contains ${...} needs dotenv_values(path, interpolate=False).\n"
+        "# Safe to source in a shell (set -a; . ./this.env) and to read with python-dotenv\n"
+        f"# (dotenv_values): both read every value back exactly. {DOLLAR} and {BACKQUOTE}\n"
+        "# carry the characters a double-quoted value cannot hold literally.\n"
     )
-    return header + "".join(f"{ENV_PREFIX}{key}={env_quote(value)}\n" for key, value in values.items())
+    lines = [f"{ENV_PREFIX}{key}={env_quote(value)}\n" for key, value in values.items()]
+    return header + ENV_HELPERS + "".join(lines)
 
 
 # Each way to export a configuration: how to write it, and its media type.

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from experiments.validation import validate_experiment
+from experiments.validation import validate_experiment, validate_variables
 
 # What a running sweep reads from its experiment: frozen while one is active.
 SWEEP_INPUTS = ("endpoint", "pipeline", "parameter_space", "scorers")
@@ -56,7 +56,7 @@ class Experiment(models.Model):
         return self.name
 
     def clean(self) -> None:
-        validate_experiment(self.pipeline, self.parameter_space, self.scorers)
+        validate_experiment(self.pipeline, self.parameter_space, self.scorers, self.dataset_columns())
 
     @property
     def stage_names(self) -> list[str]:
@@ -80,6 +80,18 @@ class Experiment(models.Model):
         """Where a row appended to the dataset goes."""
         last = self.items.aggregate(last=models.Max("position"))["last"]
         return 0 if last is None else last + 1
+
+    def check_dataset(self, columns: set[str], mode: str = "replace") -> None:
+        """ValidationError if the templates read a variable a new dataset would not have."""
+        if mode == "append":
+            columns = columns | set(self.dataset_variables())
+        validate_variables(self.pipeline, self.parameter_space, columns)
+
+    def dataset_columns(self) -> set[str] | None:
+        """What the templates may read from the dataset; None without rows (nothing to check yet)."""
+        if self.pk is None or not self.items.exists():
+            return None
+        return set(self.dataset_variables())
 
     def dataset_variables(self) -> list[str]:
         """Names the dataset provides to templates (the union over rows)."""

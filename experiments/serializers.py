@@ -154,10 +154,17 @@ class ExperimentSerializer(ProjectOwnedSerializer):
                 attrs.get("pipeline", current.pipeline if current else []),
                 attrs.get("parameter_space", current.parameter_space if current else {}),
                 attrs.get("scorers", current.scorers if current else []),
+                self.columns(attrs),
             )
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+    def columns(self, attrs: dict) -> set[str] | None:
+        """The dataset the templates will read: the rows sent along, else the stored ones."""
+        if attrs.get("items"):
+            return {name for row in attrs["items"] for name in row["input"]}
+        return self.instance.dataset_columns() if self.instance else None
 
     def create(self, validated_data: dict) -> Experiment:
         rows = validated_data.pop("items", None)

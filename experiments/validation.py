@@ -10,12 +10,14 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from engine.scorers import validate_scorer
-from engine.templates import parse_template
+from engine.templates import ENV as TEMPLATE_ENV
+from engine.templates import check_limits, parse_template, template_variables
 from engine.types import EngineError
 
 STAGE_KEYS = {"name", "system", "user", "model", "params"}
 RANGE_KEYS = {"min", "max", "log", "type"}
 TEMPLATE_FIELDS = ("system", "user")
+TEMPLATE_GLOBALS = frozenset(TEMPLATE_ENV.globals)  # range, dict, namespace, ...
 
 
 def validate_pipeline(pipeline: Any) -> None:
@@ -44,10 +46,13 @@ def validate_pipeline(pipeline: Any) -> None:
 
 
 def check_template(source: Any, where: str, field: str) -> None:
+    """Valid Jinja, and not over a render limit before any variable is known
+    (`range(100000)` inside another such loop fails every row: say so now)."""
     if not isinstance(source, str):
         raise ValidationError({field: f"{where} must be text."})
     try:
         parse_template(source)
+        check_limits(source, {"previous": "", "stages": {}})
     except EngineError as exc:
         raise ValidationError({field: f"{where}: {exc}"}) from None
 
@@ -119,8 +124,46 @@ def validate_scorers(scorers: Any) -> None:
             raise ValidationError({"scorers": f"Scorer {index} ({kind}): {exc}"}) from None
 
 
-def validate_experiment(pipeline: Any, parameter_space: Any, scorers: Any) -> None:
-    """Validate all three, collecting one error per field."""
+BUILT_INS = {"previous": "the previous stage's output", "stages": "stages.<name>, any earlier stage's output"}
+
+
+def validate_variables(pipeline: list[dict], parameter_space: dict, columns: set[str]) -> None:
+    """Every variable a prompt reads must exist: a dataset column or a built-in.
+    A stage's output is {{ previous }} or {{ stages.<name> }}, never {{ <name> }}."""
+    known = columns | set(BUILT_INS) | set(TEMPLATE_GLOBALS)
+    sources = [
+        (f"Stage '{s['name']}' {f} template", s.get(f) or "", "pipeline")
+        for s in pipeline
+        for f in TEMPLATE_FIELDS
+    ]
+    for key, values in parameter_space.items():
+        if key.rsplit(".", 1)[-1] in TEMPLATE_FIELDS and isinstance(values, list):
+            sources += [(f"'{key}' variant {n}", v, "parameter_space") for n, v in enumerate(values, start=1)]
+    for where, source, field in sources:
+        unknown = sorted(template_variables(source) - known)
+        if unknown:
+            raise ValidationError(
+                {field: unknown_variables_message(where, unknown, columns, stage_names_of(pipeline))}
+            )
+
+
+def unknown_variables_message(where: str, unknown: list[str], columns: set[str], stages: set[str]) -> str:
+    names = ", ".join("{{ " + name + " }}" for name in unknown)
+    message = f"{where} uses {names}, which no dataset column, stage or built-in provides."
+    for name in unknown:
+        if name in stages:
+            message += f" The output of stage '{name}' is {{{{ stages.{name} }}}} (or {{{{ previous }}}} in the next stage)."
+    existing = [f"{c} (dataset column)" for c in sorted(columns)] + [
+        f"{n} ({d})" for n, d in BUILT_INS.items()
+    ]
+    return f"{message} Variables that exist: {', '.join(existing)}."
+
+
+def validate_experiment(
+    pipeline: Any, parameter_space: Any, scorers: Any, columns: set[str] | None = None
+) -> None:
+    """Validate all three, collecting one error per field. `columns`: the dataset's
+    variables, to check the templates against (None: no dataset yet, nothing to check)."""
     errors: dict[str, list[str]] = {}
     for check in (
         lambda: validate_pipeline(pipeline),
@@ -132,6 +175,11 @@ def validate_experiment(pipeline: Any, parameter_space: Any, scorers: Any) -> No
         except ValidationError as exc:
             for field, messages in exc.message_dict.items():
                 errors.setdefault(field, []).extend(messages)
+    if not errors and columns is not None:
+        try:
+            validate_variables(pipeline, parameter_space, columns)
+        except ValidationError as exc:
+            errors = exc.message_dict
     if errors:
         raise ValidationError(errors)
 

@@ -246,6 +246,12 @@ def dataset_import(request: HttpRequest, pk: int) -> HttpResponse:
         context = {"experiment": experiment, "tab": "dataset", "import_form": form, "preview": None}
         return render(request, "experiments/dataset_import.html", context, status=400)
     rows, mode = form.cleaned_data["rows"], form.cleaned_data["mode"]
+    try:
+        experiment.check_dataset({name for row in rows for name in row["input"]}, mode)
+    except ValidationError as exc:
+        form.add_error(None, [m for ms in exc.message_dict.values() for m in ms])
+        context = {"experiment": experiment, "tab": "dataset", "import_form": form, "preview": None}
+        return render(request, "experiments/dataset_import.html", context, status=400)
     request.session[IMPORT_SESSION_KEY.format(pk)] = {"rows": rows, "mode": mode}
     columns = sorted({k for row in rows for k in row["input"]})
     preview = [([row["input"].get(c, "") for c in columns], row["reference"]) for row in rows[:PREVIEW_ROWS]]

@@ -7,7 +7,17 @@ from projects.access import check_role
 from projects.models import Membership, Project, Role
 
 
+class StrictCharField(serializers.CharField):
+    """Text that must arrive as text: DRF's CharField would turn 42 into "42"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ProjectSerializer(serializers.ModelSerializer):
+    name = StrictCharField(max_length=200)
     role = serializers.SerializerMethodField(help_text="Your role in the project.")
 
     class Meta:
@@ -28,7 +38,7 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class AddMemberSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
+    username = StrictCharField(max_length=150)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
 
     def validate_username(self, value: str) -> Any:

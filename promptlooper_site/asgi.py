@@ -13,6 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from runs.routing import websocket_urlpatterns  # noqa: E402
+from runs.sweeps import start_recovery  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -21,3 +22,6 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# A server that starts after a crash finishes the sweeps it (or a dead worker) left running.
+start_recovery()

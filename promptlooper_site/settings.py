@@ -3,6 +3,7 @@ safe default, so `make run` works with nothing set (see .env.example)."""
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -23,13 +24,23 @@ def envint(name: str, default: str) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def envfloat(name: str, default: str) -> float:
+    value = os.environ.get(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
 
 
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
 
-DEBUG = envbool("DEBUG", "true")
+# Off unless asked for (`make run` turns it on): a server started with nothing set
+# must not show debug pages or run on a public key.
+DEBUG = envbool("DEBUG", "false")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
@@ -42,6 +53,20 @@ if not SECRET_KEY:
     )
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+# Behind a reverse proxy that terminates TLS (see the README): the proxy's header
+# saying the request came over HTTPS, e.g. X-Forwarded-Proto. Only set it when the
+# proxy always sets (or strips) that header, or clients could claim HTTPS.
+_proxy_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https") if _proxy_header else None
+)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "false")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "false")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
+# Session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", "false")
 
 INSTALLED_APPS = [
     "daphne",
@@ -59,6 +84,7 @@ INSTALLED_APPS = [
     "channels",
     "django_rq",
     "projects",
+    "axes",
     "endpoints",
     "experiments",
     "runs",
@@ -73,7 +99,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: it refuses locked-out logins before the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login lockout (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one
+# user name from one address, logins there are refused for LOGIN_LOCKOUT_MINUTES.
+AXES_ENABLED = envbool("LOGIN_LOCKOUT", "true")
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Behind a proxy, the client's address is the proxy's: count it from X-Forwarded-For.
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if _proxy_header else ["REMOTE_ADDR"]
+)
+AXES_IPWARE_PROXY_COUNT = 1 if _proxy_header else None  # the address the proxy saw, not one a client wrote
 
 ROOT_URLCONF = "promptlooper_site.urls"
 
@@ -135,8 +178,9 @@ RQ_QUEUES = {
     for name in ("default", "sweeps", "webhooks")
 }
 
-# Enqueue jobs only once the transaction that created their rows has committed.
-RQ = {"COMMIT_MODE": "on_db_commit"}
+# Enqueue jobs only once the transaction that created their rows has committed;
+# workers also take back the runs of workers that died (runs.queue.RecoveringWorker).
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "runs.queue.RecoveringWorker"}
 # Threads of the in-process worker (single-machine mode).
 INPROCESS_WORKERS = envint("INPROCESS_WORKERS", "4")
 
@@ -153,11 +197,20 @@ SWEEP_STALE_AFTER_S = envint("SWEEP_STALE_AFTER_S", "60")
 # Each project's answers are cached apart, so one team cannot learn another's outputs
 # by sending the same prompt. A single team may share one cache across its projects.
 CACHE_SHARED_ACROSS_PROJECTS = envbool("CACHE_SHARED_ACROSS_PROJECTS", "false")
+# How often the web server and each worker look for such runs (0 = never; at start too).
+SWEEP_RECOVERY_INTERVAL_S = envint("SWEEP_RECOVERY_INTERVAL_S", "30")
+# Every prompt render is bounded (engine/templates.py): loop iterations of all its
+# loops together, characters of the prompt, and wall time.
+TEMPLATE_MAX_LOOP_ITERATIONS = envint("TEMPLATE_MAX_LOOP_ITERATIONS", "10000")
+TEMPLATE_MAX_OUTPUT_CHARS = envint("TEMPLATE_MAX_OUTPUT_CHARS", "200000")
+TEMPLATE_MAX_RENDER_S = envfloat("TEMPLATE_MAX_RENDER_S", "1.0")
 # Webhook destinations on loopback/private/link-local addresses are refused unless allowed.
 WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", "10")
 # Seconds before the first webhook retry; each further retry waits twice as long.
 WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", "2")
+# Threads that send webhooks in single-machine mode, apart from the sweeps' threads.
+WEBHOOK_WORKERS = envint("WEBHOOK_WORKERS", "2")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -173,9 +226,22 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # JSON bodies (the dataset upload adds multipart): a form-encoded blank would
+    # mean "absent" to DRF, which no schema can say.
+    "DEFAULT_PARSER_CLASSES": ["promptlooper_site.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # what the API takes, for DRF's test client
+    "DEFAULT_PAGINATION_CLASS": "promptlooper_site.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Requests per user (or per address, before login); "" = no limit.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_THROTTLE_ANON", "60/minute") or None,
+        "user": os.environ.get("API_THROTTLE_USER", "1200/minute") or None,
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "PromptLooper API",
@@ -187,6 +253,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "promptlooper_site.schema.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus",
         "SweepStatusEnum": "experiments.models.SweepStatus",

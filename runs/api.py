@@ -40,7 +40,15 @@ from runs.tasks import execute_run
 
 
 def query(serializer_class: type, request: Request) -> dict[str, Any]:
-    """Query parameters checked by a serializer: a bad one is a 400 that names it."""
+    """Query parameters checked by a serializer: a bad one is a 400 that names it.
+    A blank one too: DRF would take `?status=` as absent, which the schema does not say."""
+    blank = {
+        name: ["Leave it out instead of sending it blank."]
+        for name, value in request.query_params.items()
+        if value == ""
+    }
+    if blank:
+        raise ValidationError(blank)
     serializer = serializer_class(data=request.query_params)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data

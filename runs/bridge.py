@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -126,6 +127,43 @@ def all_endpoints(project_id: int, with_keys: bool = True) -> dict[str, Endpoint
     return {e.name: endpoint_config(e, with_keys) for e in endpoints}
 
 
+class EndpointKeys:
+    """A project's endpoints by name, with the key and headers decrypted only for
+    the endpoints a run uses, once each: an endpoint whose secrets no longer decrypt
+    (SECRET_KEY changed) fails the runs that need it, and no other run."""
+
+    def __init__(self, project_id: int, plain: dict[str, EndpointConfig] | None = None):
+        endpoints = Endpoint.objects.filter(project_id=project_id).select_related("project")
+        self.rows = {e.name: e for e in endpoints}
+        self.plain = (
+            plain if plain is not None else {n: endpoint_config(e, False) for n, e in self.rows.items()}
+        )
+        self.keyed: dict[str, EndpointConfig] = {}
+
+    def for_run(self, experiment: Experiment, config: dict[str, Any]) -> dict[str, EndpointConfig]:
+        used = endpoints_used(experiment, config)
+        return {**self.plain, **{name: self.with_key(name) for name in used if name in self.rows}}
+
+    def with_key(self, name: str) -> EndpointConfig:
+        if name not in self.keyed:
+            row = self.rows[name]
+            self.keyed[name] = replace(
+                self.plain[name], api_key=row.get_api_key(), extra_headers=row.get_extra_headers()
+            )
+        return self.keyed[name]
+
+
+def endpoints_used(experiment: Experiment, config: dict[str, Any]) -> set[str]:
+    """Names of the endpoints a run of `config` may call: the experiment's, any a
+    config key `endpoint` / `<stage>.endpoint` names, and any a scorer names."""
+    used = {experiment.endpoint.name} if experiment.endpoint_id else set()
+    used |= {str(v) for k, v in config.items() if k == "endpoint" or k.endswith(".endpoint")}
+    used |= {
+        str(s["config"]["endpoint"]) for s in experiment.scorers if (s.get("config") or {}).get("endpoint")
+    }
+    return used
+
+
 def human_scores_of(run_ids: list[int]) -> dict[int, dict[Any, list[float]]]:
     """Human ratings by run and item, for many runs in one query."""
     found: dict[int, dict[Any, list[float]]] = {run_id: {} for run_id in run_ids}
@@ -148,14 +186,15 @@ def clear_results(run_ids: list[int], item_ids: list[int] | None = None) -> None
 def run_spec(
     run: Run,
     items: list[Item] | None = None,
-    endpoints: dict[str, EndpointConfig] | None = None,
+    keys: EndpointKeys | None = None,
     repeats: int = 1,
     human_scores: dict[Any, list[float]] | None = None,
 ) -> RunSpec:
-    """Everything the engine needs to evaluate `run`; pass `items`, `endpoints` and
-    `human_scores` when building many specs of one experiment, so they are read once."""
+    """Everything the engine needs to evaluate `run`; pass `items`, `keys` and
+    `human_scores` when building many specs of one experiment, so they are read once.
+    Raises crypto.DecryptionError when a key the run needs cannot be decrypted."""
     experiment = run.experiment
-    endpoints = endpoints if endpoints is not None else all_endpoints(experiment.project_id)
+    endpoints = (keys or EndpointKeys(experiment.project_id)).for_run(experiment, run.config)
     items = items if items is not None else items_of(experiment)
     ratings = human_scores if human_scores is not None else human_scores_of([run.pk])[run.pk]
     # A rating of the whole run counts for each row nobody rated on its own,

@@ -5,6 +5,8 @@ flag every worker reads between calls."""
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -14,10 +16,11 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from endpoints.crypto import DecryptionError
 from engine.events import EventType
 from engine.orchestrator import PAUSED, RUNNING, STOPPING
 from engine.runner import ResultSink, RunOutcome, RunSpec
-from engine.types import EndpointConfig, Item
+from engine.types import EndpointConfig, EngineError, Item
 from experiments.models import Sweep, SweepStatus
 from runs import bridge
 from runs.events import event_bus
@@ -71,14 +74,14 @@ class SweepRuns:
         self,
         sweep: Sweep,
         db: bridge.DatabaseThreads,
-        endpoints: dict[str, EndpointConfig],
+        keys: bridge.EndpointKeys,
         items: list[Item],
         repeats: int,
     ):
         self.sweep_id = sweep.pk
         self.db = db
         self.experiment = sweep.experiment
-        self.endpoints, self.items, self.repeats = endpoints, items, repeats
+        self.keys, self.items, self.repeats = keys, items, repeats
         self.token = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
 
     # -- RunSource --------------------------------------------------------
@@ -86,10 +89,18 @@ class SweepRuns:
         return await self.db.write(self._claim, limit)
 
     def _claim(self, limit: int) -> list[RunSpec]:
+        # Empty only when no run is pending: runs that failed while being
+        # prepared (e.g. a key that no longer decrypts) do not end the claiming.
+        while runs := self._take(limit):
+            specs = self._specs(runs)
+            if specs:
+                return specs
+        return []
+
+    def _take(self, limit: int) -> list[Run]:
         pending = Run.objects.filter(sweep_id=self.sweep_id, status=RunStatus.PENDING)
         runs: list[Run] = []
-        # Empty only when no run is pending: if other workers took every run we
-        # picked (between our SELECT and UPDATE), pick again.
+        # If other workers took every run we picked (between our SELECT and UPDATE), pick again.
         while not runs:
             ids = list(pending.order_by("position", "id").values_list("id", flat=True)[:limit])
             if not ids:
@@ -104,13 +115,19 @@ class SweepRuns:
                     "position"
                 )
             )
+        return runs
+
+    def _specs(self, runs: list[Run]) -> list[RunSpec]:
         claimed = [run.pk for run in runs]
         self.clear_earlier_attempts(claimed)
         ratings = bridge.human_scores_of(claimed)
         specs = []
         for run in runs:
             run.experiment = self.experiment
-            specs.append(bridge.run_spec(run, self.items, self.endpoints, self.repeats, ratings[run.pk]))
+            try:
+                specs.append(bridge.run_spec(run, self.items, self.keys, self.repeats, ratings[run.pk]))
+            except Exception as exc:  # this run fails, now, with the reason; the others go on
+                bridge.save_outcome(run.pk, RunOutcome(run_id=run.pk, status="failed", error=describe(exc)))
         return specs
 
     def clear_earlier_attempts(self, run_ids: list[int]) -> None:
@@ -162,6 +179,20 @@ class SweepRuns:
         Run.objects.filter(worker=self.token, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
 
 
+def describe(exc: Exception) -> str:
+    return (
+        str(exc)
+        if isinstance(exc, (EngineError, DecryptionError, ValueError))
+        else f"{type(exc).__name__}: {exc}"
+    )
+
+
+def fail_held_runs(token: str, error: str) -> int:
+    """The runs a worker still holds when its orchestrator crashed: failed, with why."""
+    held = Run.objects.filter(worker=token, status=RunStatus.RUNNING)
+    return held.update(status=RunStatus.FAILED, error=error[:5000], finished_at=timezone.now())
+
+
 def release_runs(run_ids: list[Any], cancel: bool) -> None:
     runs = Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING)
     if cancel:
@@ -171,12 +202,47 @@ def release_runs(run_ids: list[Any], cancel: bool) -> None:
 
 
 def recover_stale_runs(sweep_id: int) -> int:
-    """Hand back runs whose worker died (no heartbeat for SWEEP_STALE_AFTER_S)."""
+    """Hand back runs whose worker died: no heartbeat for SWEEP_STALE_AFTER_S, or,
+    in single-machine mode, held by a process of this machine that is gone."""
     cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
-    stale = Run.objects.filter(sweep_id=sweep_id, status=RunStatus.RUNNING).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    running = Run.objects.filter(sweep_id=sweep_id, status=RunStatus.RUNNING)
+    dead = (
+        []
+        if settings.REDIS_URL
+        else [w for w in running.values_list("worker", flat=True).distinct() if owner_is_dead(w)]
     )
+    stale = running.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True) | Q(worker__in=dead))
     return stale.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
+
+
+def recover_ad_hoc_runs() -> int:
+    """Single-machine mode: ad-hoc runs (no sweep) whose process died are failed, with why."""
+    if settings.REDIS_URL:
+        return 0
+    running = Run.objects.filter(sweep__isnull=True, status=RunStatus.RUNNING)
+    dead = [w for w in running.values_list("worker", flat=True).distinct() if owner_is_dead(w)]
+    return running.filter(worker__in=dead).update(
+        status=RunStatus.FAILED,
+        error="The process running it stopped before it finished; run it again.",
+        finished_at=timezone.now(),
+    )
+
+
+def owner_is_dead(worker: str) -> bool:
+    """True if `worker` (host:pid[:...], see runs.queue.worker_name) names a process
+    of this machine that no longer exists. Only for single-machine mode: hosts of
+    a cluster may share a name, and their process ids mean nothing here."""
+    host, _, rest = worker.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def recount(sweep: Sweep) -> dict[str, int]:

@@ -97,8 +97,8 @@ class RaceRuns(SweepRuns):
     claimed run scored on the current round's new rows, and its outcome added
     to what it scored in earlier rounds."""
 
-    def __init__(self, sweep: Sweep, db: Any, endpoints: dict, items: list[Item], repeats: int):
-        super().__init__(sweep, db, endpoints, racing.row_order(items, sweep.config.get("seed")), repeats)
+    def __init__(self, sweep: Sweep, db: Any, keys: Any, items: list[Item], repeats: int):
+        super().__init__(sweep, db, keys, racing.row_order(items, sweep.config.get("seed")), repeats)
         self.rows = slice(0, 0)  # the current claim's rows, read while claiming
 
     def clear_earlier_attempts(self, run_ids: list[int]) -> None:

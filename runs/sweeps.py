@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from engine import sweep as sweeps
@@ -23,16 +26,21 @@ from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Sweep, SweepSt
 from runs import bridge, racing
 from runs.control import (
     SweepRuns,
+    describe,
     endpoints_for_worker,
+    fail_held_runs,
     publish,
     publish_progress,
     recount,
+    recover_ad_hoc_runs,
     recover_stale_runs,
     set_flag,
 )
 from runs.events import flush_publisher, loop_event_bus
 from runs.models import Run, RunStatus
-from runs.queue import enqueue
+from runs.queue import distributed, enqueue
+
+logger = logging.getLogger(__name__)
 
 
 class SweepStateError(Exception):
@@ -220,10 +228,14 @@ def _execute_sweep(sweep_id: int) -> str:
     ):
         sweep.status = SweepStatus.RUNNING
         publish(sweep, EventType.SWEEP_STARTED, total_runs=sweep.total_runs)
-    while True:
-        report = asyncio.run(orchestrate(sweep))
-        if report.reason != "drained" or not next_round(sweep):
-            break
+    try:
+        while True:
+            report = asyncio.run(orchestrate(sweep))
+            if report.reason != "drained" or not next_round(sweep):
+                break
+    except Exception as exc:  # not a run's failure (those are the run's): the sweep's own
+        logger.exception("Sweep %s failed", sweep_id)
+        return fail_sweep(sweep_id, f"The sweep's worker failed: {describe(exc)}")
     return finish_sweep(sweep_id, report)
 
 
@@ -234,20 +246,30 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
     async with bridge.DatabaseThreads() as db:
         items = await db.read(bridge.items_of, sweep.experiment)
         project_id = sweep.experiment.project_id
-        endpoints = endpoints_for_worker(await db.read(bridge.all_endpoints, project_id), workers)
+        keys = await db.read(worker_keys, project_id, workers)
         runs_class = racing.RaceRuns if sweep.type == SweepType.RACING else SweepRuns
-        source = runs_class(sweep, db, endpoints, items, repeats)
+        source = runs_class(sweep, db, keys, items, repeats)
         cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
-        async with Gateway(cache, max_concurrent=per_worker) as gateway:
-            orchestrator = Orchestrator(
-                source,
-                source,
-                gateway,
-                token_budget=sweep.token_budget,
-                events=loop_event_bus(),
-                runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, ITEM_CONCURRENCY),
-            )
-            return await orchestrator.execute()
+        try:
+            async with Gateway(cache, max_concurrent=per_worker) as gateway:
+                orchestrator = Orchestrator(
+                    source,
+                    source,
+                    gateway,
+                    token_budget=sweep.token_budget,
+                    events=loop_event_bus(),
+                    runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, ITEM_CONCURRENCY),
+                )
+                return await orchestrator.execute()
+        except Exception as exc:
+            # The runs this worker held would otherwise stay "running" until recovered.
+            await db.write(fail_held_runs, source.token, f"The sweep's worker failed: {describe(exc)}")
+            raise
+
+
+def worker_keys(project_id: int, workers: int) -> bridge.EndpointKeys:
+    plain = endpoints_for_worker(bridge.all_endpoints(project_id, with_keys=False), workers)
+    return bridge.EndpointKeys(project_id, plain)
 
 
 def next_round(sweep: Sweep) -> bool:
@@ -307,6 +329,13 @@ def finish_sweep(sweep_id: int, report: SweepReport) -> str:
         publish_progress(sweep)
         return report.reason
     status, kind = final
+    if (
+        status == SweepStatus.COMPLETED
+        and counts.get(RunStatus.FAILED)
+        and not counts.get(RunStatus.COMPLETED)
+    ):
+        status, kind = SweepStatus.FAILED, EventType.SWEEP_FAILED
+        Sweep.objects.filter(pk=sweep_id).update(error=every_run_failed(sweep))
     racing.keep_cut_survivors(sweep)  # before the sweep shows as finished
     # Only the last worker out gets to finish the sweep (and announce it once).
     if Sweep.objects.filter(pk=sweep_id, status=sweep.status, finished_at__isnull=True).update(
@@ -325,6 +354,83 @@ def finish_sweep(sweep_id: int, report: SweepReport) -> str:
         )
         set_flag(sweep_id, status)
     return status
+
+
+def every_run_failed(sweep: Sweep) -> str:
+    first = sweep.runs.filter(status=RunStatus.FAILED).exclude(error="").order_by("finished_at", "id").first()
+    cause = f" The first error: {first.error[:1000]}" if first else ""
+    return f"Every run failed.{cause}"
+
+
+def fail_sweep(sweep_id: int, error: str) -> str:
+    """A sweep whose worker crashed: what was not done is cancelled, and it says why."""
+    now = timezone.now()
+    Run.objects.filter(sweep_id=sweep_id, status=RunStatus.PENDING).update(
+        status=RunStatus.CANCELLED, finished_at=now
+    )
+    updated = Sweep.objects.filter(pk=sweep_id, status__in=ACTIVE_SWEEP_STATUSES).update(
+        status=SweepStatus.FAILED, error=error[:5000], finished_at=now
+    )
+    sweep = Sweep.objects.get(pk=sweep_id)
+    recount(sweep)
+    if updated:
+        set_flag(sweep_id, SweepStatus.FAILED)
+        publish_progress(sweep)
+        publish(sweep, EventType.SWEEP_FAILED, error=sweep.error)
+    return str(sweep.status)
+
+
+# -- recovery ----------------------------------------------------------------
+def recover_sweeps(startup: bool = False) -> list[int]:
+    """Finish the sweeps whose workers died: take back their runs and dispatch
+    workers again. At a single-machine server's start every active sweep is
+    ownerless (its in-process jobs died with the last process) unless another
+    live process still holds some of its runs."""
+    recovered = []
+    recover_ad_hoc_runs()
+    for sweep in Sweep.objects.filter(status__in=RECOVERABLE_STATUSES):
+        taken = recover_stale_runs(sweep.pk)
+        held = sweep.runs.filter(status=RunStatus.RUNNING).exists()
+        if not taken and not (startup and not distributed() and not held):
+            continue
+        if sweep.status == SweepStatus.STOPPING:
+            finish_sweep(sweep.pk, SweepReport(reason="stopping"))
+        else:
+            dispatch(sweep)
+        recovered.append(sweep.pk)
+    return recovered
+
+
+RECOVERABLE_STATUSES = (SweepStatus.PENDING, SweepStatus.RUNNING, SweepStatus.STOPPING)
+
+
+def start_recovery(interval_s: float | None = None) -> threading.Thread | None:
+    """A daemon thread that recovers sweeps now and every `interval_s` seconds
+    (SWEEP_RECOVERY_INTERVAL_S; 0 = never): the web server and every RQ worker run one."""
+    interval = settings.SWEEP_RECOVERY_INTERVAL_S if interval_s is None else interval_s
+    if interval <= 0:
+        return None
+    thread = threading.Thread(target=_recover_forever, args=(interval,), name="sweep-recovery", daemon=True)
+    thread.start()
+    return thread
+
+
+def _recover_forever(interval: float) -> None:
+    from webhooks.tasks import recover_deliveries  # webhooks imports runs: import late
+
+    startup = True
+    while True:
+        try:
+            recovered = recover_sweeps(startup=startup)
+            if recovered:
+                logger.warning("Recovered sweeps %s from workers that died", recovered)
+            recover_deliveries(startup=startup)
+            startup = False
+        except Exception:  # e.g. the database is not migrated yet, or briefly away
+            logger.exception("Recovering sweeps failed; trying again in %s s", interval)
+        finally:
+            connections.close_all()
+        time.sleep(interval)
 
 
 # -- steering ----------------------------------------------------------------

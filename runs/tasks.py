@@ -16,6 +16,7 @@ from engine.cache import ResponseCache
 from engine.gateway import Gateway
 from engine.runner import RunOutcome, run_single
 from runs import bridge
+from runs.control import describe
 from runs.events import flush_publisher, loop_event_bus
 from runs.models import Run, RunStatus
 from runs.queue import worker_name
@@ -46,10 +47,10 @@ def _execute_run(run_id: int, variables: dict[str, Any] | None) -> str:
     items = None if variables is None else [bridge.input_item(variables)]
     try:
         spec = bridge.run_spec(run, items=items)
-    except (ValueError, KeyError) as exc:
-        bridge.save_outcome(run_id, RunOutcome(run_id=run_id, status="failed", error=str(exc)))
+        outcome = asyncio.run(evaluate(spec, run.experiment.project_id, settings.MAX_CONCURRENT_RUNS))
+    except Exception as exc:  # whatever it was, the run says so instead of staying "running"
+        bridge.save_outcome(run_id, RunOutcome(run_id=run_id, status="failed", error=describe(exc)))
         return "failed"
-    outcome = asyncio.run(evaluate(spec, run.experiment.project_id, settings.MAX_CONCURRENT_RUNS))
     return outcome.status
 
 

@@ -85,9 +85,14 @@ class LLMStub(LoopbackServer):
         self.request_headers: list[dict[str, str]] = []  # per chat completion, names lowercased
         self.models_request_headers: list[dict[str, str]] = []  # per GET /models (connection tests)
         self.request_ports: list[int] = []  # the client's port: one per kept-alive connection
+        self.answered: list[dict[str, Any]] = []  # chat completions whose answer went out: paid for
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._answer_limit: int | None = None
+        self._admitted = 0
+        self._released = threading.Event()
+        self._era = 0  # drop_held() starts a new one: calls of an earlier era are never answered
         super().__init__()
 
     @property
@@ -143,6 +148,31 @@ class LLMStub(LoopbackServer):
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return self.faults.popleft() if self.faults else None
+
+    def hold_after(self, answers: int) -> None:
+        """Answer `answers` more chat completions, then hold every further one
+        unanswered until drop_held() (as a server would when its client dies mid-call)."""
+        with self._lock:
+            self._answer_limit, self._admitted = answers, 0
+            self._released.clear()
+
+    def drop_held(self) -> None:
+        """Close every call that arrived so far and is not answered yet, without an
+        answer (its client died: nothing paid), and answer every later call."""
+        with self._lock:
+            self._answer_limit, self._era = None, self._era + 1
+        self._released.set()
+
+    def _admit(self, era: int) -> bool:
+        """False: the call is dropped unanswered."""
+        with self._lock:
+            if era < self._era:
+                return False
+            if self._answer_limit is None or self._admitted < self._answer_limit:
+                self._admitted += 1
+                return True
+        self._released.wait()
+        return False
 
     def _done(self) -> None:
         with self._lock:
@@ -220,9 +250,13 @@ class _Handler(LoopbackHandler):
 
     def _chat(self, body: dict[str, Any]) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
+        era = self.stub._era
         fault = self.stub._record(body, headers, self.client_address[1])
         try:
             time.sleep(self.stub._latency(body))
+            if not self.stub._admit(era):
+                self.close_connection = True
+                return
             if fault and self._apply_fault(fault):
                 return
             refused = self.stub.refuses(body)
@@ -235,6 +269,8 @@ class _Handler(LoopbackHandler):
                 self._stream(body, text)
             else:
                 self._json(200, self._completion(body, text))
+            with self.stub._lock:
+                self.stub.answered.append(body)
         finally:
             self.stub._done()
 

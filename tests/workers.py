@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,14 +58,34 @@ class WorkerPool:
                 [sys.executable, "manage.py", "rqworker", *self.queues, "--with-scheduler"],
                 cwd=ROOT,
                 env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,  # a pipe nobody reads fills up and blocks the worker
                 start_new_session=True,
             )
             self.procs.append(proc)
             started.append(proc)
-        time.sleep(1.5)  # let them register with Redis before jobs arrive
+        self.wait_until_listening(started)
         return started
+
+    def wait_until_listening(self, procs: list[subprocess.Popen], timeout: float = 120) -> None:
+        """Until each worker has registered and waits for jobs. A fixed sleep was
+        not enough on a loaded machine: a worker still starting when the jobs came
+        left them all to the other one (test_two_workers_share_one_sweep)."""
+        from rq import Worker
+
+        conn = redis.Redis.from_url(TEST_REDIS_URL)
+        wanted = {proc.pid for proc in procs}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in procs:
+                assert proc.poll() is None, (
+                    f"rqworker {proc.pid} exited: {Path(self.log.name).read_text()[-2000:]}"
+                )
+            idle = {w.pid for w in Worker.all(connection=conn) if w.get_state() == "idle"}
+            if wanted <= idle:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"rqworkers {sorted(wanted)} did not start listening in {timeout} s")
 
     def kill(self, proc: subprocess.Popen) -> None:
         """SIGKILL the worker and its work horse (RQ forks one per job, in a session
@@ -104,3 +125,67 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             stack.append(child)
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SingleMachineServer:
+    """The web server as `make run` starts it (Daphne, no Redis: the in-process
+    worker), on the test's database (SQLite or PostgreSQL), in a process of its own."""
+
+    def __init__(self, env: dict | None = None):
+        self.port = free_port()
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SingleMachineServer:
+        s = connection.settings_dict
+        database = test_database_url() if connection.vendor == "postgresql" else f"sqlite:///{s['NAME']}"
+        env = dict(os.environ, DATABASE_URL=database, PYTHONUNBUFFERED="1", **self.env)
+        env.pop("REDIS_URL", None)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*command, "promptlooper_site.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_until_listening()
+        return self
+
+    def _wait_until_listening(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, Path(self.log.name).read_text()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"the server did not listen on {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL, and reap it: a zombie would still look alive to a liveness check."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -185,6 +185,13 @@ class WebhookDelivery(models.Model):
             ]
         )
 
+    def release(self) -> None:
+        """Back to pending, for the retry to claim."""
+        WebhookDelivery.objects.filter(pk=self.pk, status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.PENDING, claimed_at=None, updated_at=timezone.now()
+        )
+        self.status = DeliveryStatus.PENDING
+
     def finish(self, succeeded: bool, error: str = "") -> None:
         self.status = DeliveryStatus.SUCCEEDED if succeeded else DeliveryStatus.FAILED
         self.error = "" if succeeded else (error or self.error)

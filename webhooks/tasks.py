@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
-import time
+from datetime import timedelta
+
+from django.utils import timezone
 
 from engine.events import Event
-from runs.queue import enqueue
-from webhooks.delivery import MAX_ATTEMPTS, attempt_delivery, backoff_s
-from webhooks.models import Webhook, WebhookDelivery
+from runs.queue import RetryJob, distributed, enqueue
+from webhooks.delivery import MAX_ATTEMPTS, attempt_delivery, backoff_s, lease_s
+from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
 
 
 def dispatch_event(event: Event) -> int:
@@ -31,32 +33,54 @@ def dispatch_event(event: Event) -> int:
         [WebhookDelivery(webhook=w, event=str(event.type), payload=payload) for w in webhooks]
     )
     for delivery in deliveries:
-        enqueue(send_delivery, delivery.pk, queue="webhooks")
+        enqueue_delivery(delivery.pk)
     return len(deliveries)
 
 
+def enqueue_delivery(delivery_id: int) -> None:
+    """On the webhooks queue, never a sweep's: retries wait on a timer (in-process)
+    or rq's scheduler, not in a sleeping worker."""
+    retry_in = [backoff_s(n, jitter=random.random()) for n in range(MAX_ATTEMPTS - 1)]
+    enqueue(send_delivery, delivery_id, queue="webhooks", retry_in=retry_in)
+
+
 def send_delivery(delivery_id: int) -> str:
-    """POST one delivery: up to MAX_ATTEMPTS tries with backoff, each one logged."""
+    """One attempt at POSTing a delivery, logged. A failed attempt that may be
+    retried hands the delivery back and raises RetryJob: the queue runs the job
+    again after the next backoff interval."""
     if not WebhookDelivery.claim(delivery_id):
         return "skipped: not pending"
     delivery = WebhookDelivery.objects.select_related("webhook").get(pk=delivery_id)
     if not delivery.webhook.active:
         delivery.finish(False, "Not sent: the webhook was deactivated before this delivery went out.")
         return str(delivery.status)
-    body, succeeded = delivery.body(), False
+    body = delivery.body()
+    attempt = attempt_delivery(delivery.webhook.url, body, delivery.headers(body))
+    delivery.record_attempt(attempt)
     # A delivery taken over from a dead worker keeps the attempts already made.
-    while delivery.attempts < MAX_ATTEMPTS and not succeeded:
-        if delivery.attempts:
-            time.sleep(backoff_s(delivery.attempts - 1, jitter=random.random()))
-        attempt = attempt_delivery(delivery.webhook.url, body, delivery.headers(body))
-        delivery.record_attempt(attempt)
-        succeeded = attempt.ok
-        if attempt.permanent:
-            break
-    delivery.finish(succeeded, _final_error(delivery) if not succeeded else "")
-    return str(delivery.status)
+    if attempt.ok or attempt.permanent or delivery.attempts >= MAX_ATTEMPTS:
+        delivery.finish(attempt.ok, "" if attempt.ok else _final_error(delivery))
+        return str(delivery.status)
+    delivery.release()
+    raise RetryJob(f"Delivery {delivery_id}: attempt {delivery.attempts} failed: {attempt.error}")
 
 
 def _final_error(delivery: WebhookDelivery) -> str:
     tries = "attempt" if delivery.attempts == 1 else "attempts"
     return f"Failed after {delivery.attempts} {tries}. Last error: {delivery.error}"
+
+
+def recover_deliveries(startup: bool = False) -> int:
+    """Enqueue again the deliveries whose sender died: a retry timer lost with its
+    process, a worker killed mid-attempt. At a single-machine server's start every
+    unfinished delivery is such a one (claims keep a live sender's from going twice)."""
+    unfinished = WebhookDelivery.objects.filter(status__in=(DeliveryStatus.PENDING, DeliveryStatus.SENDING))
+    if not (startup and not distributed()):
+        longest_wait = sum(backoff_s(n, jitter=1.0) for n in range(MAX_ATTEMPTS - 1))
+        unfinished = unfinished.filter(
+            updated_at__lt=timezone.now() - timedelta(seconds=lease_s() + longest_wait)
+        )
+    ids = list(unfinished.values_list("id", flat=True)[:1000])
+    for delivery_id in ids:
+        enqueue_delivery(delivery_id)
+    return len(ids)

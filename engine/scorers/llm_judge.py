@@ -11,10 +11,10 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
 
 from engine.adapters import adapter_class
 from engine.scorers.base import BaseScorer, ScorerCallError, register_scorer
+from engine.templates import BoundedEnvironment, from_string, render_compiled
 from engine.types import (
     AdapterError,
     CallResult,
@@ -24,6 +24,7 @@ from engine.types import (
     ScoreContext,
     ScoreOutcome,
     ScorerError,
+    TemplateError,
 )
 
 DEFAULT_PROMPT = """\
@@ -44,7 +45,8 @@ Reply with JSON only, in the form {"rating": N}, where N is a whole number from 
 
 PROMPT_VARIABLES = {"input", "output", "reference"}
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+# Bounded like the stages' prompts (engine/templates.py): a judge prompt is a template too.
+_ENV = BoundedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 RATING_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -196,7 +198,7 @@ class LLMJudgeScorer(BaseScorer):
     def compile_prompt(self, prompt: str) -> jinja2.Template:
         try:
             used = meta.find_undeclared_variables(_ENV.parse(prompt))
-            template = _ENV.from_string(prompt)
+            template = from_string(_ENV, prompt)
         except jinja2.TemplateSyntaxError as error:
             raise self.config_error(f"prompt line {error.lineno}: {error.message}") from None
         unknown = used - PROMPT_VARIABLES
@@ -225,10 +227,9 @@ class LLMJudgeScorer(BaseScorer):
     def render(self, input_data: dict, output: str, context: ScoreContext) -> str:
         assert self.template is not None  # compiled in check_options
         try:
-            return self.template.render(
-                input=render_input(input_data), output=output, reference=context.reference
-            )
-        except jinja2.TemplateError as error:
+            variables = {"input": render_input(input_data), "output": output, "reference": context.reference}
+            return render_compiled(self.template, variables)
+        except (jinja2.TemplateError, TemplateError) as error:
             raise self.config_error(f"prompt failed to render: {error}") from None
 
     async def score_async(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:

@@ -86,13 +86,14 @@ def test_a_token_lets_alice_in(api):
 
 def test_a_session_lets_bob_in(bob):
     client = APIClient()
-    assert client.login(username="bob", password="pw-bob")
+    response = client.post("/accounts/login/", {"username": "bob", "password": "pw-bob"}, format="multipart")
+    assert response.status_code == 302
     assert client.get("/api/experiments/").status_code == 200
 
 
 def test_session_writes_need_the_csrf_token(bob):
     client = APIClient(enforce_csrf_checks=True)
-    client.login(username="bob", password="pw-bob")
+    client.force_login(bob)
     response = client.post("/api/webhooks/", {"url": "https://example.com/hook"}, format="json")
     assert response.status_code == 403 and "CSRF" in response.json()["detail"]
 
@@ -119,3 +120,18 @@ def test_create_api_token_reset_replaces_the_token(alice, capsys):
 def test_create_api_token_for_an_unknown_user_says_how_to_fix_it(db):
     with pytest.raises(CommandError, match="createsuperuser"):
         call_command("create_api_token", "charlie")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"name": 1' + "0" * 5000 + "}",
+        '{"name": NaN}',
+    ],
+    ids=["deeply-nested", "5000-digit-integer", "NaN"],
+)
+def test_a_json_body_python_cannot_take_is_a_400(api, body):
+    response = api.generic("POST", "/api/experiments/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("JSON parse error")

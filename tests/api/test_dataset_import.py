@@ -82,6 +82,11 @@ BAD_FILES = [
     ("jsonl", '{"country": "France"}\n\n[1, 2]\n', "Line 3: expected an object"),
     ("jsonl", '{"country": "France", "reference": ["Paris"]}\n', "Line 1: reference must be text"),
     ("jsonl", '{"country": "Fr\\u0000ance"}\n', "NUL"),
+    ("jsonl", '{"deep": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "Line 1: nested deeper than 32 levels"),
+    ("jsonl", '{"deep": ' + "[" * 40 + "]" * 40 + "}\n", "Line 1: nested deeper than 32 levels"),
+    ("jsonl", '{"n": 1' + "0" * 5000 + "}\n", "Line 1: Exceeds the limit (4300 digits)"),
+    ("jsonl", '{"country": "France"}\n{"x": NaN}\n', "Line 2: NaN is not a JSON number"),
+    ("jsonl", '{"x": -Infinity}\n', "Line 1: -Infinity is not a JSON number"),
 ]
 
 

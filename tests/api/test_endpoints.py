@@ -156,3 +156,40 @@ def test_no_response_of_any_endpoint_route_carries_the_key(api, llm_stub):
     for response in responses:
         assert response.status_code == 200 or response.status_code == 201
         assert SECRET not in response.content.decode()
+
+
+def test_a_connection_test_with_a_key_that_no_longer_decrypts_is_a_400(api, settings):
+    endpoint = make_endpoint("keyed", api_key="sk-old")
+    settings.SECRET_KEY = "a-rotated-secret-key-that-decrypts-nothing-stored"
+    response = api.post(f"/api/endpoints/{endpoint.pk}/test/")
+    assert response.status_code == 400
+    assert response.json() == {
+        "api_key": [
+            "The key of endpoint 'keyed' cannot be decrypted with this SECRET_KEY; "
+            "enter it again (Endpoints → Edit, or PATCH api_key)."
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "stored, field",
+    [({"api_key": "sk-ключ"}, "api_key"), ({"extra_headers": {"X-Team": "équipe"}}, "extra_headers")],
+)
+def test_a_connection_test_with_a_non_ascii_key_or_header_is_a_400_naming_it(api, stored, field):
+    endpoint = make_endpoint("odd", **{k: v for k, v in stored.items() if k != "api_key"})
+    if "api_key" in stored:  # stored before keys were checked on the way in
+        endpoint.set_api_key(stored["api_key"])
+        endpoint.save()
+    response = api.post(f"/api/endpoints/{endpoint.pk}/test/")
+    assert response.status_code == 400
+    assert list(response.json()) == [field] and "outside ASCII" in response.json()[field][0]
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [({"api_key": "sk-ключ"}, "api_key"), ({"extra_headers": {"X-Team": "équipe"}}, "extra_headers")],
+)
+def test_a_non_ascii_key_or_header_is_refused_when_saved(api, fields, field):
+    body = {"name": "odd", "base_url": "http://127.0.0.1:9/v1", **fields}
+    response = api.post("/api/endpoints/", body, format="json")
+    assert response.status_code == 400 and list(response.json()) == [field]

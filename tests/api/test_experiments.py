@@ -159,3 +159,64 @@ def test_deleting_an_experiment(api):
 def test_bob_sees_alices_experiments(api, bob_api):
     api.post("/api/experiments/", body(), format="json")
     assert bob_api.get("/api/experiments/").json()["count"] == 1
+
+
+TWO_STAGES = [
+    {"name": "answer", "user": "Capital of {{ country }}?"},
+    {"name": "rewrite", "user": "Rewrite this answer: {{ answer }}"},
+]
+ROWS = [{"input": {"country": "France"}, "reference": "Paris"}]
+
+
+def test_a_template_reading_a_variable_nothing_provides_is_refused_with_those_that_exist(api):
+    body = {"name": "Two stages", "pipeline": TWO_STAGES, "dataset": ROWS}
+    response = api.post("/api/experiments/", body, format="json")
+    assert response.status_code == 400
+    [message] = response.json()["pipeline"]
+    assert message.startswith("Stage 'rewrite' user template uses {{ answer }}, which no dataset column")
+    assert (
+        "The output of stage 'answer' is {{ stages.answer }} (or {{ previous }} in the next stage)" in message
+    )
+    assert "Variables that exist: country (dataset column), previous (" in message
+    assert not Experiment.objects.exists()
+
+
+def test_an_update_is_checked_against_the_stored_dataset(api):
+    experiment = make_experiment(pipeline=[TWO_STAGES[0]])
+    response = api.patch(f"/api/experiments/{experiment.pk}/", {"pipeline": TWO_STAGES}, format="json")
+    assert response.status_code == 400 and "{{ answer }}" in response.json()["pipeline"][0]
+
+
+def test_a_prompt_variant_is_checked_too(api):
+    experiment = make_experiment()
+    space = {"answer.user": ["Capital of {{ country }}?", "Capital of {{ land }}?"]}
+    response = api.patch(f"/api/experiments/{experiment.pk}/", {"parameter_space": space}, format="json")
+    assert response.status_code == 400
+    assert response.json()["parameter_space"][0].startswith("'answer.user' variant 2 uses {{ land }}")
+
+
+def test_built_ins_loops_and_earlier_stages_are_fine(api):
+    pipeline = [
+        TWO_STAGES[0],
+        {
+            "name": "rewrite",
+            "user": "{% for w in previous.split() %}{{ w }}{% endfor %} {{ stages.answer }} {{ range(2)|list }}",
+        },
+    ]
+    response = api.post(
+        "/api/experiments/", {"name": "ok", "pipeline": pipeline, "dataset": ROWS}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+
+
+def test_without_a_dataset_yet_the_variables_are_checked_when_it_comes(api):
+    response = api.post("/api/experiments/", {"name": "later", "pipeline": TWO_STAGES[:1]}, format="json")
+    assert response.status_code == 201
+
+
+def test_a_patch_may_send_dataset_rows_without_a_reference(api):
+    experiment = make_experiment()
+    rows = [{"input": {"country": "Chile"}}, {"input": {"country": "Peru"}, "reference": "Lima"}]
+    response = api.patch(f"/api/experiments/{experiment.pk}/", {"dataset": rows}, format="json")
+    assert response.status_code == 200, response.json()
+    assert list(experiment.items.values_list("reference", flat=True)) == ["", "Lima"]

@@ -106,3 +106,10 @@ def test_a_best_run_that_no_longer_fits_the_experiment_is_a_409(api, experiment,
     experiment.endpoint.save()
     response = api.get(f"/api/experiments/{experiment.pk}/export/", {"format": "yaml"})
     assert response.status_code == 409 and "no model" in yaml.safe_load(response.content)["detail"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml", "env"])
+def test_options_on_the_export_route_describes_it_in_every_format(api, experiment, fmt):
+    response = api.options(f"/api/experiments/{experiment.pk}/export/?format={fmt}")
+    assert response.status_code == 200
+    assert "Export config" in response.content.decode()

@@ -9,9 +9,9 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS as ALL_CHECKS
+from schemathesis.checks import load_all_checks
 from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from experiments.models import Sweep
 from promptlooper_site.wsgi import application
@@ -65,8 +65,9 @@ def test_docs_are_served_without_a_cdn(api):
 
 
 @pytest.fixture
-def token(alice) -> str:
-    return Token.objects.create(user=alice).key
+def token(bob) -> str:
+    """bob: an ordinary user, not staff, as most callers are."""
+    return Token.objects.create(user=bob).key
 
 
 @pytest.fixture
@@ -98,10 +99,19 @@ def objects(alice, llm_stub):
     return {"id": PINNED}
 
 
+load_all_checks()
+# Every check schemathesis has (server errors, documented status codes and content
+# types, response schemas, invalid data refused, ...) but positive_data_acceptance:
+# it expects every request the schema allows to be accepted, and part of our
+# validation cannot be said in JSON Schema (that a template is valid Jinja and reads
+# only variables that exist, that an id names a row, that a webhook's host is public).
+CHECKS = [check for check in ALL_CHECKS.get_all() if check.__name__ != "positive_data_acceptance"]
+
+
 # Sweeps and runs launched here never execute: the test's transaction never
 # commits, and jobs are enqueued on commit.
 @pytest.mark.django_db
-def test_generated_requests_never_get_a_server_error(api_schema, token, objects):
+def test_generated_requests_pass_every_check(api_schema, token, objects):
     headers = {"Authorization": f"Token {token}"}
     for result in api_schema.get_all_operations():
         operation = result.ok()
@@ -118,11 +128,8 @@ def test_generated_requests_never_get_a_server_error(api_schema, token, objects)
 
 def exercise(strategy, headers: dict) -> None:
     @given(case=strategy)
-    @settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     def run(case):
-        case.call_and_validate(
-            headers=headers,
-            checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
-        )
+        case.call_and_validate(headers=headers, checks=CHECKS)
 
     run()

@@ -1,5 +1,7 @@
 """Launching, sizing and steering sweeps over the API."""
 
+import time
+
 import pytest
 
 from experiments.models import Sweep, SweepStatus
@@ -126,3 +128,29 @@ def test_pause_resume_and_stop_follow_the_state_rules(api, experiment, llm_stub)
     for action in ("pause", "resume", "stop"):
         response = api.post(sweep_url(experiment, action))
         assert response.status_code == 409 and "no active sweep" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_dry_run_over_a_large_dataset_answers_at_once(api, llm_stub):
+    from experiments.models import DatasetItem
+
+    # Each row takes a while to render; the estimate renders a sample and stops at a deadline.
+    slow = "{% for i in range(2000) %}{{ range(500) | sum }}{% endfor %}{{ country }}"
+    experiment = make_experiment(
+        make_endpoint(base_url=llm_stub.base_url), pipeline=[{"name": "answer", "user": slow}], items=[]
+    )
+    DatasetItem.objects.bulk_create(
+        DatasetItem(experiment=experiment, position=i, input={"country": f"C{i}"}) for i in range(5000)
+    )
+    started = time.monotonic()
+    response = api.post(sweep_url(experiment), {"type": "grid", "dry_run": True}, format="json")
+    assert response.status_code == 200 and time.monotonic() - started < 5
+    assert response.json()["estimate"]["prompt_tokens"] > 5000 * 2  # every row is counted
+
+
+@pytest.mark.django_db
+def test_a_dry_run_of_the_issue_s_template_is_refused_at_save_and_bounded_at_run(api, llm_stub):
+    loops = "{% for i in range(100000) %}{% for j in range(300) %}{% endfor %}{% endfor %}"
+    body = {"name": "spin", "pipeline": [{"name": "answer", "user": loops}]}
+    response = api.post("/api/experiments/", body, format="json")
+    assert response.status_code == 400 and "TEMPLATE_MAX_LOOP_ITERATIONS" in response.json()["pipeline"][0]

@@ -39,7 +39,7 @@ def test_each_encryption_uses_a_fresh_nonce():
 def test_wrong_secret_key_cannot_decrypt():
     endpoint = make_endpoint(api_key=SECRET)
     with override_settings(SECRET_KEY="a-different-secret-key"):
-        with pytest.raises(DecryptionError, match="enter the key again"):
+        with pytest.raises(DecryptionError, match="cannot be decrypted with this SECRET_KEY; enter it again"):
             Endpoint.objects.get(pk=endpoint.pk).get_api_key()
 
 

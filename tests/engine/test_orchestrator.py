@@ -174,3 +174,32 @@ async def test_an_orchestrator_knows_what_the_sweep_spent_before_its_first_call(
         ).execute()
     assert report.reason == "budget_exhausted" and report.finished == 0
     assert stub.calls == 0
+
+
+class SlowLedger(Runs):
+    """A shared token total whose writes take a while, as a busy database's would."""
+
+    def __init__(self, stub: LLMStub, count: int, write_s: float):
+        super().__init__(stub, count)
+        self.total = 0
+        self.write_s = write_s
+
+    async def add_tokens(self, tokens: int) -> int:
+        if tokens:
+            await asyncio.sleep(self.write_s)
+        self.total += tokens
+        return self.total
+
+
+async def test_tokens_on_their_way_to_the_shared_total_still_count_against_the_budget(stub: LLMStub) -> None:
+    runs = SlowLedger(stub, count=30, write_s=0.5)  # calls keep finishing during each write
+    async with Gateway(max_concurrent=2) as gateway:
+        orch = Orchestrator(runs, runs, gateway, token_budget=60, runs_in_flight=4, poll_interval=0.05)
+        report = await orch.execute()
+    # What a call costs as the stub counts it: the prompt's words and its echo's.
+    per_call = max(2 * len(b["messages"][-1]["content"].split()) + 1 for b in stub.requests)
+    assert report.reason == "budget_exhausted"
+    assert runs.total == report.tokens_spent  # nothing lost on the way either
+    # The gate closed when the budget ran out, not a write later: at most the
+    # other call in flight went on.
+    assert runs.total - 60 < 2 * per_call

@@ -108,3 +108,22 @@ def test_invalid_json_schema_is_refused():
 def test_every_field_is_reported_at_once():
     errors = errors_of(pipeline=[], parameter_space={"t": []}, scorers=[{"type": "vibes"}])
     assert set(errors) == {"pipeline", "parameter_space", "scorers"}
+
+
+def test_a_template_over_a_render_limit_is_refused_naming_the_stage_and_the_limit():
+    loops = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    message = errors_of(pipeline=[{"name": "spin", "user": loops}])["pipeline"][0]
+    assert message.startswith("Stage 'spin' user template: The template went over a limit")
+    assert "TEMPLATE_MAX_LOOP_ITERATIONS" in message
+
+
+def test_a_prompt_variant_over_a_render_limit_is_refused():
+    space = {"answer.user": ["Capital of {{ country }}?", "{{ 'a' * 10**9 }}"]}
+    message = errors_of(parameter_space=space)["parameter_space"][0]
+    assert "'answer.user' variant 2" in message and "TEMPLATE_MAX_OUTPUT_CHARS" in message
+
+
+def test_the_limits_are_settings(settings):
+    settings.TEMPLATE_MAX_LOOP_ITERATIONS = 5
+    message = errors_of(pipeline=[{"name": "six", "user": "{% for i in range(6) %}{{ i }}{% endfor %}"}])
+    assert "more than 5 loop iterations" in message["pipeline"][0]

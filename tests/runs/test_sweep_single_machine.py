@@ -8,6 +8,7 @@ from runs.models import Run, RunStatus
 from runs.queue import wait_for_in_process_jobs
 from runs.sweeps import SweepRequest, SweepRequestError, SweepStateError, launch_sweep
 from tests.factories import make_endpoint, make_experiment
+from tests.llm_stub import count_tokens
 from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -171,9 +172,9 @@ def test_a_token_budget_stops_the_sweep(experiment, llm_stub):
     assert counts.get(RunStatus.CANCELLED, 0) > 0 and RunStatus.PENDING not in counts
     assert sweep.tokens_used >= 150
     # Overshoot is bounded by what the calls already in flight (2 at most) spent.
-    # (The stub counts words: the prompt's, plus the answer's, which may be 15 words long.)
+    # What one call costs, as the stub counts it: the prompt's words and the answer's.
     per_call = max(
-        sum(len(m["content"].split()) for m in r["messages"]) + len(quality_responder(r).split())
+        count_tokens(" ".join(m["content"] for m in r["messages"])) + count_tokens(quality_responder(r))
         for r in llm_stub.requests
     )
     assert sweep.tokens_used - 150 <= 2 * per_call

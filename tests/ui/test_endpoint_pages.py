@@ -119,3 +119,13 @@ def test_a_price_line_that_does_not_read_names_its_line(client, line):
     response = client.post(reverse("ui:endpoint_create"), form_data(model_prices=f"ok 1 2\n{line}"))
     assert "Line 2: write the model, then its input and output prices" in response.content.decode()
     assert not Endpoint.objects.filter(name="local").exists()
+
+
+def test_test_connection_with_a_key_that_no_longer_decrypts_says_so(client, alice, llm_stub, settings):
+    endpoint = make_endpoint("keyed", base_url=llm_stub.base_url, api_key=SECRET)
+    settings.SECRET_KEY = "a-rotated-secret-key-that-decrypts-nothing-stored"
+    client.force_login(alice)  # the old session was signed with the old key
+    response = client.post(reverse("ui:endpoint_test", args=[endpoint.pk]), {"next": "list"}, follow=True)
+    page = response.content.decode().replace("&#x27;", "'")
+    assert "The key of endpoint 'keyed' cannot be decrypted with this SECRET_KEY; enter it again" in page
+    assert llm_stub.calls == 0 and not llm_stub.requests

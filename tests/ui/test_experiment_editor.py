@@ -241,3 +241,20 @@ def test_what_a_running_sweep_reads_cannot_change_under_it(client):
     assert b"stop it before changing pipeline" in response.content
     experiment.refresh_from_db()
     assert experiment.pipeline[0]["user"] == "What is the capital of {{ country }}?"
+
+
+def test_a_template_reading_a_variable_nothing_provides_is_refused_in_the_editor(client):
+    experiment = make_experiment()
+    stages = [
+        {"name": "answer", "system": "", "user": "Capital of {{ country }}?", "ORDER": "1"},
+        {"name": "rewrite", "system": "", "user": "Rewrite this answer: {{ answer }}", "ORDER": "2"},
+    ]
+    response = client.post(reverse("ui:experiment_edit", args=[experiment.pk]), editor_data(stages))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "uses {{ answer }}, which no dataset column, stage or built-in provides" in page.replace(
+        "&#x27;", "'"
+    )
+    assert "capital (dataset column), country (dataset column)" in page
+    experiment.refresh_from_db()
+    assert len(experiment.pipeline) == 1

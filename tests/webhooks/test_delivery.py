@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,10 +12,11 @@ from engine.events import Event
 from experiments.models import Experiment
 from runs.queue import wait_for_in_process_jobs
 from tests.factories import make_experiment, make_project, team_project
+from tests.runs.sweep_helpers import wait_until
 from tests.webhook_receiver import WebhookReceiver
 from webhooks.delivery import verify_signature
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery, forget_subscriptions
-from webhooks.tasks import dispatch_event, send_delivery
+from webhooks.tasks import dispatch_event, enqueue_delivery, send_delivery
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +56,14 @@ def event(type: str = "sweep.completed", **data) -> Event:
     return Event(42, type, experiment_id=team_experiment_id(), sweep_id=2, data=data, ts=time.time())
 
 
+def deliver(d: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivery as the app does, retries included, and wait until it is done."""
+    enqueue_delivery(d.pk)
+    assert wait_for_in_process_jobs(timeout=60)
+    d.refresh_from_db()
+    return d
+
+
 def wait_until_finished(delivery: WebhookDelivery, timeout: float = 30) -> WebhookDelivery:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,14 +77,12 @@ def wait_until_finished(delivery: WebhookDelivery, timeout: float = 30) -> Webho
 # -- sending -------------------------------------------------------------------
 
 
-@pytest.mark.django_db
-def test_a_receiver_that_fails_twice_then_succeeds_gets_it_on_the_third_attempt(receiver):
+def test_a_receiver_that_fails_twice_then_succeeds_gets_it_on_the_third_attempt(receiver, transactional_db):
     receiver.fail_next(2, status=500)
-    d = make_delivery(receiver.url)
 
-    assert send_delivery(d.pk) == DeliveryStatus.SUCCEEDED
+    d = deliver(make_delivery(receiver.url))
 
-    d.refresh_from_db()
+    assert d.status == DeliveryStatus.SUCCEEDED
     assert receiver.calls == 3
     assert d.attempts == 3
     assert [a["status_code"] for a in d.attempt_log] == [500, 500, 200]
@@ -85,14 +92,12 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_it_on_the_third_attempt(
     assert d.error == "" and d.finished_at is not None
 
 
-@pytest.mark.django_db
-def test_a_receiver_that_always_fails_gets_exactly_three_attempts(receiver):
+def test_a_receiver_that_always_fails_gets_exactly_three_attempts(receiver, transactional_db):
     receiver.always_fail(503)
-    d = make_delivery(receiver.url)
 
-    assert send_delivery(d.pk) == DeliveryStatus.FAILED
+    d = deliver(make_delivery(receiver.url))
 
-    d.refresh_from_db()
+    assert d.status == DeliveryStatus.FAILED
     assert receiver.calls == 3
     assert d.attempts == 3 and len(d.attempt_log) == 3
     assert [a["status_code"] for a in d.attempt_log] == [503, 503, 503]
@@ -102,49 +107,61 @@ def test_a_receiver_that_always_fails_gets_exactly_three_attempts(receiver):
     assert "must answer with a 2xx status" in d.error
 
 
-@pytest.mark.django_db
-def test_retries_wait_longer_each_time(receiver, settings):
+def test_retries_wait_longer_each_time(receiver, settings, transactional_db):
     settings.WEBHOOK_RETRY_BASE_S = 0.2
     receiver.always_fail()
-    started = time.monotonic()
-    send_delivery(make_delivery(receiver.url).pk)
-    assert time.monotonic() - started >= 0.2 + 0.4
+    d = deliver(make_delivery(receiver.url))
+    at = [datetime.fromisoformat(a["at"]) for a in d.attempt_log]
+    assert (at[1] - at[0]).total_seconds() >= 0.2 and (at[2] - at[1]).total_seconds() >= 0.4
 
 
-@pytest.mark.django_db
-def test_a_receiver_that_does_not_answer_in_time_counts_as_a_failed_attempt(receiver, settings):
+def test_a_retry_waits_on_a_timer_not_in_a_webhook_thread(settings, transactional_db):
+    settings.WEBHOOK_WORKERS = 1
+    settings.WEBHOOK_RETRY_BASE_S = 2
+    with WebhookReceiver() as failing, WebhookReceiver() as healthy:
+        failing.always_fail()
+        first = make_delivery(failing.url)
+        enqueue_delivery(first.pk)
+        wait_until(lambda: failing.calls == 1)
+        second = make_delivery(healthy.url)
+        enqueue_delivery(second.pk)
+        # The only webhook thread is free while the first delivery waits for its retry.
+        assert wait_until_finished(second, timeout=1.5).status == DeliveryStatus.SUCCEEDED
+        first.refresh_from_db()
+        assert first.status == DeliveryStatus.PENDING and first.attempts == 1
+        assert wait_for_in_process_jobs(timeout=60)
+
+
+def test_a_receiver_that_does_not_answer_in_time_counts_as_a_failed_attempt(
+    receiver, settings, transactional_db
+):
     settings.WEBHOOK_TIMEOUT_S = 0.3
     receiver.hang_next(1)
-    d = make_delivery(receiver.url)
 
-    assert send_delivery(d.pk) == DeliveryStatus.SUCCEEDED
+    d = deliver(make_delivery(receiver.url))
 
-    d.refresh_from_db()
+    assert d.status == DeliveryStatus.SUCCEEDED
     first, second = d.attempt_log
     assert first["status_code"] is None and "No answer within 0.3 s (WEBHOOK_TIMEOUT_S)" in first["error"]
     assert first["duration_ms"] >= 250
     assert second["status_code"] == 200
 
 
-@pytest.mark.django_db
-def test_a_receiver_that_is_down_is_a_readable_failure(settings):
+def test_a_receiver_that_is_down_is_a_readable_failure(settings, transactional_db):
     with WebhookReceiver() as gone:
         url = gone.url
-    d = make_delivery(url)
 
-    assert send_delivery(d.pk) == DeliveryStatus.FAILED
+    d = deliver(make_delivery(url))
 
-    d.refresh_from_db()
+    assert d.status == DeliveryStatus.FAILED
     assert d.attempts == 3
     assert "Could not reach" in d.error and "Check that the receiver is up" in d.error
 
 
-@pytest.mark.django_db
-def test_a_redirect_is_not_followed(receiver):
+def test_a_redirect_is_not_followed(receiver, transactional_db):
     receiver.always_fail(302)
-    d = make_delivery(receiver.url)
-    assert send_delivery(d.pk) == DeliveryStatus.FAILED
-    d.refresh_from_db()
+    d = deliver(make_delivery(receiver.url))
+    assert d.status == DeliveryStatus.FAILED
     assert "redirects are not followed" in d.error
 
 

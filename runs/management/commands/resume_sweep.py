@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.models import Sweep
+from runs.queue import distributed, wait_for_in_process_jobs
 from runs.sweeps import SweepStateError, resume_sweep
 
 
@@ -25,4 +26,11 @@ class Command(BaseCommand):
         except SweepStateError as exc:
             raise CommandError(str(exc)) from None
         left = sweep.remaining_runs
-        self.stdout.write(f"Resumed sweep #{sweep.pk}: {left} run(s) to go, dispatched to workers.")
+        if distributed():
+            self.stdout.write(f"Resumed sweep #{sweep.pk}: {left} run(s) to go, dispatched to workers.")
+            return
+        # Single-machine mode: this process is the worker, and its jobs die with it.
+        self.stdout.write(f"Resumed sweep #{sweep.pk}: running its {left} remaining run(s) here...")
+        wait_for_in_process_jobs()
+        sweep.refresh_from_db()
+        self.stdout.write(f"Sweep #{sweep.pk} is {sweep.status}: {sweep.completed_runs} run(s) completed.")

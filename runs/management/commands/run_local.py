@@ -53,7 +53,10 @@ class Command(BaseCommand):
             self.build = Build().start()
             self.stdout.write(f"Building the bundled model in the background: {quoted(self.build.command)}")
         if settings.REDIS_URL:
-            self.spawn([sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks"])
+            # --with-scheduler: webhook retries are scheduled (rq's Retry), not slept.
+            self.spawn(
+                [sys.executable, "manage.py", "rqworker", "default", "sweeps", "webhooks", "--with-scheduler"]
+            )
         self.url = f"http://{options['host']}:{options['port']}"
         self.spawn(
             [
