@@ -18,6 +18,7 @@ from runs.bridge import cache_table_stats
 from runs.compare import compare_runs
 from runs.leaderboard import RatingRefused, leaderboard, record_rating
 from runs.models import Run
+from runs.pagination import RunPagination
 from runs.queue import enqueue
 from runs.serializers import (
     ORDERINGS,
@@ -67,13 +68,20 @@ def filtered_runs(runs: QuerySet[Run], params: dict[str, Any]) -> QuerySet[Run]:
     return ordered_runs(runs, params.get("ordering", "-date"))
 
 
+def ordering_of(ordering: str) -> tuple[str, bool]:
+    """(field, descending) of an `ordering` query value."""
+    return ORDERINGS[ordering.lstrip("-")], ordering.startswith("-")
+
+
 def ordered_runs(runs: QuerySet[Run], ordering: str) -> QuerySet[Run]:
-    descending = ordering.startswith("-")
-    field = ORDERINGS[ordering.lstrip("-")]
+    field, descending = ordering_of(ordering)
     if field == "tokens_total":  # Run.total_tokens is a property
         runs = runs.annotate(tokens_total=F("tokens_in") + F("tokens_out"))
-    # Unscored runs go last either way; the id keeps pages stable.
-    key = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    # Unscored runs go last either way (the score's two indexes sort NULLS LAST both
+    # ways; the other fields are never null, so one index read backwards serves both);
+    # the id keeps pages stable.
+    nulls = {"nulls_last": True} if field == "weighted_score" else {}
+    key = F(field).desc(**nulls) if descending else F(field).asc(**nulls)
     return runs.order_by(key, "-id" if descending else "id")
 
 
@@ -95,6 +103,7 @@ class RunViewSet(
 
     queryset = Run.objects.all()
     serializer_class = RunSerializer
+    pagination_class = RunPagination
 
     def project_of_new(self, request: Request) -> Project | None:
         experiment = request.data.get("experiment") if hasattr(request.data, "get") else None
@@ -117,8 +126,9 @@ class RunViewSet(
 
     @extend_schema(parameters=[RunFilterSerializer])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        runs = filtered_runs(self.get_queryset(), query(RunFilterSerializer, request))
-        page = self.paginate_queryset(runs)
+        params = query(RunFilterSerializer, request)
+        runs = filtered_runs(self.get_queryset(), params)
+        page = self.paginator.paginate(runs, *ordering_of(params.get("ordering", "-date")), request)
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     @extend_schema(request=RunCreateSerializer, responses={202: RunSerializer})

@@ -22,6 +22,7 @@ from engine.cache import CachedResponse, CacheStats, StoreStats
 from engine.runner import RunOutcome, RunSpec, ScoreRecord, StageOutcome
 from engine.types import EndpointConfig, Item, ScorerSpec, Stage
 from experiments.models import Experiment
+from runs.aggregates import summarize
 from runs.models import ResponseCache, Run, RunStatus, Score, ScoreSource, StageResult
 
 LOOKUP_CHUNK = 500  # hashes per SELECT ... IN (...)
@@ -350,6 +351,7 @@ def save_outcome(run_id: int, outcome: RunOutcome) -> None:
         error=outcome.error[:5000],
         finished_at=timezone.now(),
     )
+    summarize(run_id)
 
 
 # -- the response cache --------------------------------------------------

@@ -7,40 +7,37 @@ Definitions (the API, the UI and the report share them):
   weight 0 and unknown scorers count for nothing), averaged over repeats.
   A run's weighted score is the mean over its items (engine/runner.py).
 * ci_low / ci_high: a 95% percentile bootstrap of the mean over items
-  (2,000 resamples of the items with replacement, fixed seed).
+  (2,000 resamples of the items with replacement, fixed seed; engine/bootstrap.py).
 * tied_with_leader: a paired bootstrap over the items both runs scored: the 95%
   interval of the mean per-item difference from the leader includes 0. The
   leader is tied with itself; None when the two share no scored item.
 
-Runs are ranked in the database; only the top N runs' per-item scores are read.
-A racing sweep's survivors come first, then the runs it dropped, those that got
-furthest first (`eliminated_after`: the rows they had scored), each by score.
-A configuration run more than once (several sweeps) is represented by its most
-recent completed run. Ad-hoc runs on an input of their own are left out: they
-were not scored on the dataset.
+Runs are ranked in the database from aggregates each run keeps when it completes
+(runs/aggregates.py): its interval, per-item scores and scorer means. A racing
+sweep's survivors come first, then the runs it dropped, those that got furthest
+first (`eliminated_after`: the rows they had scored), each by score. A
+configuration run more than once (several sweeps) is represented by its most
+recent completed run (Run.is_latest). Ad-hoc runs on an input of their own are
+left out: they were not scored on the dataset.
 """
 
 from __future__ import annotations
 
-import random
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from operator import itemgetter
 from typing import Any, TypedDict
 
 from django.db import transaction
-from django.db.models import Avg, Case, Exists, F, FloatField, OuterRef, QuerySet, Subquery, Sum, Value, When
+from django.db.models import F, QuerySet
 
+from engine import bootstrap
 from engine.runner import summarize_samples
 from engine.scorers.human import rating_to_score
 from experiments.models import Experiment
+from runs.aggregates import rankable, scorer_weights, summarize
 from runs.judging import JudgeRunStats, judge_names, run_judge_stats
 from runs.models import Run, RunStatus, Score, ScoreSource
-
-RESAMPLES = 2000
-SEED = 20_240_617
-CONFIDENCE = 0.95
 
 
 class LeaderboardRow(TypedDict):
@@ -63,141 +60,55 @@ class LeaderboardRow(TypedDict):
     eliminated_after: int | None
 
 
-# -- weights and per-item scores ---------------------------------------------------
-def scorer_weights(experiment: Experiment) -> dict[str, float]:
-    return {(s.get("name") or s["type"]): float(s.get("weight", 1.0)) for s in experiment.scorers}
-
-
-def item_scores(run_ids: Sequence[int], weights: dict[str, float]) -> dict[int, dict[int | None, float]]:
-    """{run: {item: weighted score}}, the weighting done by the database."""
-    if not any(w > 0 for w in weights.values()):
-        return {}
-    weight = Case(
-        *(When(scorer=name, then=Value(w)) for name, w in weights.items() if w > 0),
-        default=Value(0.0),
-        output_field=FloatField(),
-    )
-    rows = (
-        Score.objects.filter(run_id__in=run_ids, source=ScoreSource.AUTO, value__isnull=False)
-        .annotate(w=weight)
-        .values("run_id", "item_id", "sample_index")
-        .annotate(num=Sum(F("w") * F("value")), den=Sum("w"))
-        .filter(den__gt=0)
-        .order_by()
-    )
-    samples: dict[int, dict[int | None, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        samples[row["run_id"]][row["item_id"]].append(row["num"] / row["den"])
-    return {run: {item: statistics.fmean(v) for item, v in items.items()} for run, items in samples.items()}
-
-
-def scorer_means(run_ids: Sequence[int]) -> dict[int, dict[str, float | None]]:
-    rows = (
-        Score.objects.filter(run_id__in=run_ids, source=ScoreSource.AUTO)
-        .values("run_id", "scorer")
-        .annotate(mean=Avg("value"))
-        .order_by()
-    )
-    means: dict[int, dict[str, float | None]] = defaultdict(dict)
-    for row in rows:
-        means[row["run_id"]][row["scorer"]] = row["mean"]
-    return means
-
-
-# -- the bootstrap ------------------------------------------------------------------
-def resampled_means(
-    vectors: Sequence[Sequence[float]], resamples: int = RESAMPLES, seed: int = SEED
-) -> list[list[float]]:
-    """Bootstrap means of equally long vectors, all resampled with the same item
-    draws (so differences between them are paired)."""
-    n = len(vectors[0])
-    if n == 1:
-        return [[float(v[0])] * resamples for v in vectors]
-    rng = random.Random(seed)
-    out: list[list[float]] = [[] for _ in vectors]
-    indices = range(n)
-    for _ in range(resamples):
-        pick = itemgetter(*rng.choices(indices, k=n))
-        for vector, means in zip(vectors, out, strict=True):
-            means.append(sum(pick(vector)) / n)
-    return out
-
-
-def percentile_interval(samples: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    ordered = sorted(samples)
-    tail = (1 - confidence) / 2
-    last = len(ordered) - 1
-    return ordered[round(tail * last)], ordered[round((1 - tail) * last)]
-
-
-def bootstrap_ci(values: Sequence[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return percentile_interval(resampled_means([values])[0])
-
-
+# -- the ranking ----------------------------------------------------------------------
 def paired_tie(leader: dict[Any, float], other: dict[Any, float]) -> bool | None:
     """Whether a paired bootstrap of other − leader over shared items includes 0."""
-    shared = sorted(set(leader) & set(other), key=str)
-    if not shared:
-        return None
-    diffs = [other[item] - leader[item] for item in shared]
-    low, high = percentile_interval(resampled_means([diffs])[0])
-    return low <= 0.0 <= high
+    return bootstrap.ties(leader, [other])[0]
 
 
-# -- the leaderboard ----------------------------------------------------------------
 def ranked_runs(experiment: Experiment, sweep_id: int | None = None) -> QuerySet[Run]:
-    """Completed, scored runs, best first, one per configuration (its latest run)."""
-    runs = Run.objects.filter(experiment=experiment, status=RunStatus.COMPLETED, weighted_score__isnull=False)
-    if sweep_id is not None:
-        runs = runs.filter(sweep_id=sweep_id)
-    latest = (
-        runs.filter(config_hash=OuterRef("config_hash"))
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
-        .values("id")[:1]
-    )
-    own_input = Score.objects.filter(run=OuterRef("pk"), source=ScoreSource.AUTO, item__isnull=True)
-    return (
-        runs.filter(id=Subquery(latest))
-        .exclude(Exists(own_input))
-        .order_by(F("eliminated_after").desc(nulls_first=True), F("weighted_score").desc(), "tokens_in", "id")
-    )
+    """Completed, scored runs, best first, one per configuration (its latest run).
+
+    Across sweeps the mark kept on each configuration's latest run (and its partial
+    index, "run_ranking") answers directly; a sweep runs each configuration once."""
+    if sweep_id is None:
+        # A race's survivor is pending again between rounds: not ranked until it completes.
+        runs = Run.objects.filter(experiment=experiment, is_latest=True, status=RunStatus.COMPLETED)
+    else:
+        runs = Run.objects.filter(rankable(), experiment=experiment, sweep_id=sweep_id)
+    # Survivors of a race (eliminated_after null) first: the order of the ranking index.
+    order = (F("eliminated_after").desc(nulls_first=True), F("weighted_score").desc(), "tokens_in", "id")
+    return runs.order_by(*order)
+
+
+ROW_FIELDS = (
+    "id",
+    "sweep_id",
+    "config",
+    "config_hash",
+    "weighted_score",
+    "tokens_in",
+    "tokens_out",
+    "latency_ms",
+    "scorer_stats",
+    "eliminated_after",
+    "ci_low",
+    "ci_high",
+    "n_items",
+    "item_scores",
+    "scorer_means",
+)
 
 
 def leaderboard(experiment: Experiment, n: int = 10, sweep_id: int | None = None) -> list[LeaderboardRow]:
-    top = list(
-        ranked_runs(experiment, sweep_id).values(
-            "id",
-            "sweep_id",
-            "config",
-            "config_hash",
-            "weighted_score",
-            "tokens_in",
-            "tokens_out",
-            "latency_ms",
-            "scorer_stats",
-            "eliminated_after",
-        )[:n]
-    )
+    """The top n rows from one query of stored per-run aggregates; only the ties
+    with the leader are bootstrapped here (all rows in one array operation)."""
+    top = list(ranked_runs(experiment, sweep_id).values(*ROW_FIELDS)[:n])
     if not top:
         return []
-    ids = [run["id"] for run in top]
-    per_item = item_scores(ids, scorer_weights(experiment))
-    means = scorer_means(ids)
     judges = judge_names(experiment)
-    intervals, ties = _statistics([per_item.get(i, {}) for i in ids])
-    rows = [
-        _row(
-            rank,
-            run,
-            per_item.get(run["id"], {}),
-            means.get(run["id"], {}),
-            intervals[rank - 1],
-            ties[rank - 1],
-        )
-        for rank, run in enumerate(top, start=1)
-    ]
+    tied = bootstrap.ties(top[0]["item_scores"], [run["item_scores"] for run in top])
+    rows = [_row(rank, run, tied[rank - 1]) for rank, run in enumerate(top, start=1)]
     for row, run in zip(rows, top, strict=True):
         row["judges"] = run_judge_stats(run["scorer_stats"], judges)
     front = {row["run_id"] for row in pareto_front(rows)}
@@ -206,7 +117,7 @@ def leaderboard(experiment: Experiment, n: int = 10, sweep_id: int | None = None
     return rows
 
 
-def _row(rank: int, run: dict, items: dict, means: dict, interval: tuple, tie: bool | None) -> LeaderboardRow:
+def _row(rank: int, run: dict, tie: bool | None) -> LeaderboardRow:
     return LeaderboardRow(
         rank=rank,
         run_id=run["id"],
@@ -214,10 +125,10 @@ def _row(rank: int, run: dict, items: dict, means: dict, interval: tuple, tie: b
         config=run["config"],
         config_hash=run["config_hash"],
         weighted_score=run["weighted_score"],
-        ci_low=interval[0],
-        ci_high=interval[1],
-        n_items=len(items),
-        scorer_means=means,
+        ci_low=run["ci_low"],
+        ci_high=run["ci_high"],
+        n_items=run["n_items"],
+        scorer_means=run["scorer_means"],
         judges={},
         tokens_in=run["tokens_in"],
         tokens_out=run["tokens_out"],
@@ -226,31 +137,6 @@ def _row(rank: int, run: dict, items: dict, means: dict, interval: tuple, tie: b
         pareto=False,
         eliminated_after=run["eliminated_after"],
     )
-
-
-def _statistics(per_item: list[dict[Any, float]]) -> tuple[list[tuple], list[bool | None]]:
-    """CIs for every row and ties with row 0. Rows scored on the leader's items
-    (the usual case) share one set of draws; the others are bootstrapped alone."""
-    leader = per_item[0]
-    keys = sorted(leader, key=str)
-    same = [i for i, items in enumerate(per_item) if items.keys() == leader.keys() and items]
-    intervals: list[tuple] = [
-        bootstrap_ci(list(items.values())) if i not in same else () for i, items in enumerate(per_item)
-    ]
-    ties: list[bool | None] = [None] * len(per_item)
-    if same:
-        vectors = [[per_item[i][k] for k in keys] for i in same]
-        draws = resampled_means(vectors)
-        for i, means in zip(same, draws, strict=True):
-            intervals[i] = percentile_interval(means)
-            low, high = percentile_interval([m - b for m, b in zip(means, draws[0], strict=True)])
-            ties[i] = low <= 0.0 <= high
-    for i, items in enumerate(per_item):
-        if i not in same and i > 0:
-            ties[i] = paired_tie(leader, items)
-    if leader:
-        ties[0] = True
-    return intervals, ties
 
 
 # -- the Pareto front ---------------------------------------------------------------
@@ -326,6 +212,7 @@ def recompute_weighted_score(run: Run) -> float | None:
         _refresh_human_rows(run, name)
         score, spread = run_summary(run)
         Run.objects.filter(pk=run.pk).update(weighted_score=score, score_spread=spread)
+        summarize(run.pk)
     run.weighted_score, run.score_spread = score, spread
     return score
 

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
 
 
 class RunStatus(models.TextChoices):
@@ -35,6 +36,21 @@ class Run(models.Model):
     # Per scorer: outputs scored, outputs it could not score (kept apart from low
     # scores) and a sampled judge's mean rating spread; see engine.runner.ScorerStats.
     scorer_stats = models.JSONField(default=dict, blank=True)
+    # Kept when the run completes (runs/aggregates.py) so that pages read one row per
+    # run, never one per call: the ranking's "latest run of this configuration", the
+    # run's own interval and per-item scores, per-scorer means and call summaries.
+    is_latest = models.BooleanField(default=False)
+    own_input = models.BooleanField(
+        default=False, help_text="Scored on an input of its own, not the dataset."
+    )
+    ci_low = models.FloatField(null=True, blank=True)
+    ci_high = models.FloatField(null=True, blank=True)
+    n_items = models.PositiveIntegerField(default=0)
+    item_scores = models.JSONField(default=dict, blank=True, help_text="Weighted score per dataset item id.")
+    scorer_means = models.JSONField(default=dict, blank=True)
+    cached_tokens = models.BigIntegerField(default=0, help_text="Tokens of the calls the cache answered.")
+    latency_p50_ms = models.FloatField(null=True, blank=True, help_text="Of the run's uncached calls.")
+    latency_p95_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     eliminated_after = models.PositiveIntegerField(
         null=True, blank=True, help_text="Racing: rows it had scored when it was dropped; null if never."
@@ -51,7 +67,22 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["experiment", "status"]),
             models.Index(fields=["sweep", "status", "position"]),
-            models.Index(fields=["experiment", "-weighted_score"]),
+            # The leaderboard: the latest completed run of each configuration, best first.
+            models.Index(
+                "experiment",
+                F("eliminated_after").desc(),  # PostgreSQL's DESC puts nulls (survivors) first
+                F("weighted_score").desc(),
+                "tokens_in",
+                "id",
+                condition=Q(is_latest=True),
+                name="run_ranking",
+            ),
+            # The run list's orderings (see runs/api.ordered_runs). The score, the only
+            # nullable one, sorts NULLS LAST both ways: two indexes that SQLite cannot
+            # declare, made on PostgreSQL by migration 0004 (SCORE_INDEXES there).
+            models.Index(F("tokens_in") + F("tokens_out"), "id", name="run_tokens"),
+            models.Index(fields=["latency_ms", "id"], name="run_latency"),
+            models.Index(fields=["created_at", "id"], name="run_created"),
         ]
         constraints = [
             # A configuration is evaluated once per sweep, even after a crash and resume.

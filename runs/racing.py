@@ -28,8 +28,9 @@ from engine.sweep import RacingSweep, SweepError
 from engine.types import Item
 from experiments.models import Sweep, SweepStatus, SweepType
 from runs import bridge
+from runs.aggregates import item_scores, scorer_weights, summarize
 from runs.control import SweepRuns, publish, publish_progress, recount
-from runs.leaderboard import item_scores, run_summary, scorer_weights
+from runs.leaderboard import run_summary
 from runs.models import Run, RunStatus
 from runs.queue import enqueue
 
@@ -143,6 +144,7 @@ def save_round_outcome(run_id: int, outcome: RunOutcome) -> None:
         error=outcome.error[:5000],
         finished_at=timezone.now(),
     )
+    summarize(run_id)  # the aggregates pages read, over every row it has scored
 
 
 def added_scorer_stats(before: dict[str, ScorerStats], now: dict[str, ScorerStats]) -> dict[str, ScorerStats]:

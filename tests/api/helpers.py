@@ -4,6 +4,7 @@ from typing import Any
 
 from engine.sweep import config_key
 from experiments.models import Experiment, Sweep
+from runs.aggregates import summarize
 from runs.models import Run, RunStatus, Score, StageResult
 
 STUB_PIPELINE = [{"name": "answer", "system": "Be brief.", "user": "Capital of {{ country }}?"}]
@@ -47,6 +48,8 @@ def scored_run(
         for name, values in scores.items()
         for i, item in enumerate(items)
     )
+    summarize(run.pk)  # as the runner does when a run finishes (runs/bridge.save_outcome)
+    run.refresh_from_db()
     return run
 
 

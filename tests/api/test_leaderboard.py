@@ -5,6 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from runs.leaderboard import leaderboard, paired_tie, pareto_front
+from runs.aggregates import summarize
 from runs.models import RunStatus, Score
 from tests.api.helpers import scored_run
 from tests.factories import make_endpoint, make_experiment
@@ -59,6 +60,7 @@ def runs(experiment):
         experiment, {"temperature": 2.0}, {}, weighted_score=1.0
     )  # an ad-hoc run on its own input
     Score.objects.create(run=own, item=None, scorer="keyword", value=1.0)
+    summarize(own.pk)
     return made
 
 
