@@ -4,23 +4,26 @@ experiment's markdown report."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypedDict
 
 import yaml
-from django.conf import settings
-from django.db.models import Avg, Count, F, QuerySet, Sum
+from django.db import connection
+from django.db.models import Aggregate, Avg, Count, F, FloatField, Max, Min, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from engine.runner import StagePlan, plan_stages
 from engine.types import EndpointConfig
-from experiments.models import Experiment
+from experiments.models import Experiment, Report
 from runs.bridge import all_endpoints, stages_of
 from runs.judging import JudgeSummary, judges
 from runs.leaderboard import leaderboard, ranked_runs
-from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
+from runs.models import Run, RunStatus
 
 ENV_PREFIX = "PROMPTLOOPER_"
 TOP_IN_REPORT = 5
@@ -182,23 +185,60 @@ def from_env(values: Mapping[str, str | None]) -> ExportedConfig:
 
 
 # -- the report -------------------------------------------------------------------
+# Every figure is an aggregate the database computes over one row per run (the
+# summaries runs keep when they complete, runs/aggregates.py): memory does not
+# grow with the runs. The report is kept once built (experiments.models.Report).
 def report_markdown(experiment: Experiment) -> str:
+    """The report as last built, or built now and kept until something changes."""
+    kept = Report.objects.filter(experiment=experiment).values_list("markdown", flat=True).first()
+    if kept is not None:
+        return kept
+    markdown = build_report(experiment)
+    Report.objects.update_or_create(experiment=experiment, defaults={"markdown": markdown})
+    return markdown
+
+
+def forget_report(experiment_id: int) -> None:
+    Report.forget(experiment_id)
+
+
+def build_report(experiment: Experiment) -> str:
     runs = Run.objects.filter(experiment=experiment)
+    totals = _totals(runs)
+    done = runs.filter(status=RunStatus.COMPLETED)
+    columns = _columns(experiment)
+    figures = _figures(done, columns)
     sections = [
-        f"# Report: {experiment.name}\n\n{_runs_line(runs)}",
+        f"# Report: {experiment.name}\n\n{_runs_line(totals)}",
         _space_section(runs),
         _top_section(experiment),
         _judge_section(judges(experiment)),
-        _distribution_section(runs),
-        _token_section(runs),
-        _timing_section(experiment, runs),
+        _distribution_section(columns, figures),
+        _token_section(totals),
+        _timing_section(experiment, figures),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
-def _runs_line(runs: QuerySet[Run]) -> str:
-    found = dict(runs.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    counts = {status: found.get(status, 0) for status in RunStatus.values}
+def _totals(runs: QuerySet[Run]) -> dict[str, dict[str, int]]:
+    """Per status: runs, tokens, calls, cached calls and tokens (one grouped scan)."""
+    rows = (
+        runs.order_by()
+        .values("status")
+        .annotate(
+            n=Count("id"),
+            tin=Sum("tokens_in"),
+            tout=Sum("tokens_out"),
+            calls=Sum("calls"),
+            cached=Sum("cached_calls"),
+            cached_tokens=Sum("cached_tokens"),
+        )
+    )
+    return {row.pop("status"): row for row in rows}
+
+
+def _runs_line(totals: dict[str, dict[str, int]]) -> str:
+    counts = {status: totals.get(status, {}).get("n", 0) for status in RunStatus.values}
     parts = [f"{n} {status}" for status, n in counts.items() if n]
     return f"{sum(counts.values())} runs" + (f" ({', '.join(parts)})." if parts else ".")
 
@@ -212,10 +252,9 @@ def _cell(value: Any, limit: int = 60) -> str:
 
 def _space_section(runs: QuerySet[Run]) -> str:
     tried: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    configs = runs.exclude(status=RunStatus.CANCELLED).values_list("config", flat=True)
-    for config in configs.iterator(chunk_size=2000):
+    for config, n in _configurations(runs.exclude(status=RunStatus.CANCELLED)):
         for key, value in (config or {}).items():
-            tried[key][json.dumps(value, sort_keys=True, ensure_ascii=False)] += 1
+            tried[key][json.dumps(value, sort_keys=True, ensure_ascii=False)] += n
     lines = ["## Configuration space explored", ""]
     if not tried:
         return "\n".join([*lines, "No configuration has been run yet."])
@@ -227,25 +266,39 @@ def _space_section(runs: QuerySet[Run]) -> str:
     return "\n".join(lines)
 
 
+def _configurations(runs: QuerySet[Run]) -> Iterator[tuple[dict, int]]:
+    """Each configuration tried and its number of runs: counted by hash in SQL,
+    then one config read per configuration, not per run."""
+    counts = dict(
+        runs.order_by()
+        .values("config_hash")
+        .annotate(first=Min("id"), n=Count("id"))
+        .values_list("first", "n")
+    )
+    ids = sorted(counts)
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start : start + 2000]
+        for run_id, config in Run.objects.filter(id__in=chunk).values_list("id", "config"):
+            yield config, counts[run_id]
+
+
 def _top_section(experiment: Experiment) -> str:
     rows = leaderboard(experiment, n=TOP_IN_REPORT)
     lines = [f"## Top {TOP_IN_REPORT} configurations", ""]
     if not rows:
         return "\n".join([*lines, "No completed run has a score yet."])
     lines += [
-        f"| rank | run | score | 95% CI | tied with #1 | configuration | tokens in / out | cost ({settings.CURRENCY}) | latency ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rank | run | score | 95% CI | tied with #1 | configuration | tokens in / out | latency ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         ci = "–" if row["ci_low"] is None else f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
         tied = {True: "yes", False: "no", None: "–"}[row["tied_with_leader"]]
         lines.append(
             f"| {row['rank']} | {row['run_id']} | {row['weighted_score']:.3f} | {ci} | {tied} | "
-            f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | "
-            f"{experiment.cost(row['config'], row['tokens_in'], row['tokens_out']):.4f} | {row['latency_ms']:.0f} |"
+            f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | {row['latency_ms']:.0f} |"
         )
-    total = sum(experiment.cost(r["config"], r["tokens_in"], r["tokens_out"]) for r in rows)
-    return "\n".join([*lines, "", f"Cost of these {len(rows)}: {total:.4f} {settings.CURRENCY}."])
+    return "\n".join(lines)
 
 
 def _judge_section(summaries: list[JudgeSummary]) -> str:
@@ -281,108 +334,145 @@ def _figure(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _distribution_section(runs: QuerySet[Run]) -> str:
+# -- distributions from per-run figures ------------------------------------------------
+def _columns(experiment: Experiment) -> dict[str, Any]:
+    """Per-run values the report summarises: each scorer's run mean (kept in
+    Run.scorer_means), the weighted score and the run's call latency summary."""
+    names = sorted({s.get("name") or s["type"] for s in experiment.scorers})
+    columns: dict[str, Any] = {
+        name: Cast(KT(f"scorer_means__{name}"), FloatField()) for name in names if "__" not in name
+    }
+    columns["weighted score"] = F("weighted_score")
+    return columns
+
+
+def _figures(done: QuerySet[Run], columns: dict[str, Any]) -> dict[str, Any]:
+    """n, min, max, mean, quartiles and histogram counts of each column, and the
+    median run p50 / the p95 of run p95s of call latency: one scan on PostgreSQL."""
+    aliases = {name: f"c{i}" for i, name in enumerate(columns)}
+    runs = done.annotate(**{aliases[name]: expr for name, expr in columns.items()})
+    aggregates: dict[str, Any] = {}
+    for alias in aliases.values():
+        aggregates |= _column_aggregates(alias)
+    if connection.vendor == "postgresql":
+        aggregates |= {
+            f"{alias}_q{i}": Quantile(alias, q) for alias in aliases.values() for i, q in enumerate(QUARTILES)
+        }
+        aggregates |= {
+            "p50": Quantile("latency_p50_ms", 0.50, "disc"),
+            "p95": Quantile("latency_p95_ms", 0.95, "disc"),
+        }
+        found = runs.aggregate(**aggregates)
+    else:  # SQLite, a small installation: the quantiles from the values themselves.
+        found = runs.aggregate(**aggregates) | _quantiles_in_python(runs, aliases.values())
+    return {name: _column(found, alias) for name, alias in aliases.items()} | {
+        "latency": (found["p50"], found["p95"])
+    }
+
+
+QUARTILES = (0.25, 0.5, 0.75)
+
+
+class Quantile(Aggregate):
+    """PostgreSQL's percentile_cont (interpolated, as statistics.quantiles(method="inclusive"))
+    or percentile_disc (the first value at or past the fraction)."""
+
+    template = "percentile_%(kind)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: str, fraction: float, kind: str = "cont") -> None:
+        super().__init__(expression, fraction=float(fraction), kind=kind)
+
+
+def _column_aggregates(alias: str) -> dict[str, Any]:
+    bins = {f"{alias}_b{i}": Count("id", filter=_bin(alias, i)) for i in range(HISTOGRAM_BINS)}
+    return {
+        f"{alias}_n": Count(alias),
+        f"{alias}_min": Min(alias),
+        f"{alias}_max": Max(alias),
+        f"{alias}_mean": Avg(alias),
+        **bins,
+    }
+
+
+def _bin(alias: str, i: int) -> Q:
+    """Bin i of [0, 1]; the last one holds 1.0 too."""
+    low = Q() if i == 0 else Q(**{f"{alias}__gte": i / HISTOGRAM_BINS})
+    high = Q() if i == HISTOGRAM_BINS - 1 else Q(**{f"{alias}__lt": (i + 1) / HISTOGRAM_BINS})
+    return low & high & Q(**{f"{alias}__isnull": False})
+
+
+def _quantiles_in_python(runs: QuerySet[Run], aliases: Any) -> dict[str, float | None]:
+    found: dict[str, float | None] = {}
+    for alias in aliases:
+        values = sorted(v for v in runs.values_list(alias, flat=True) if v is not None)
+        qs = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+        found |= {f"{alias}_q{i}": (qs[i] if qs else None) for i in range(len(QUARTILES))}
+    for name, q in (("p50", 0.50), ("p95", 0.95)):
+        field = f"latency_{name}_ms"
+        values = sorted(v for v in runs.values_list(field, flat=True) if v is not None)
+        found[name] = values[max(0, math.ceil(q * len(values)) - 1)] if values else None
+    return found
+
+
+def _column(found: dict[str, Any], alias: str) -> dict[str, Any]:
+    figures = {key: found[f"{alias}_{key}"] for key in ("n", "min", "max", "mean", "q0", "q1", "q2")}
+    return figures | {"bins": [found[f"{alias}_b{i}"] for i in range(HISTOGRAM_BINS)]}
+
+
+def _distribution_section(columns: dict[str, Any], figures: dict[str, Any]) -> str:
     """Per scorer: the distribution of run means (one value per completed run)."""
-    done = runs.filter(status=RunStatus.COMPLETED)
-    per_scorer: dict[str, list[float]] = defaultdict(list)
-    for scorer, mean in _run_means(done):
-        per_scorer[scorer].append(mean)
-    per_scorer["weighted score"] = list(
-        done.exclude(weighted_score=None).values_list("weighted_score", flat=True)
-    )
     lines = ["## Score distributions", "", "One value per completed run: the run's mean for that scorer.", ""]
-    for name in [*sorted(k for k in per_scorer if k != "weighted score"), "weighted score"]:
-        lines += [f"### {name}", "", *_distribution(per_scorer[name]), ""]
+    for name in columns:
+        lines += [f"### {name}", "", *_distribution(figures[name]), ""]
     return "\n".join(lines).rstrip()
 
 
-def _run_means(done: QuerySet[Run]) -> list[tuple[str, float]]:
-    rows = (
-        Score.objects.filter(run__in=done, source=ScoreSource.AUTO, value__isnull=False)
-        .values("run_id", "scorer")
-        .annotate(mean=Avg("value"))
-        .order_by()
-    )
-    return [(row["scorer"], row["mean"]) for row in rows]
-
-
-def _distribution(values: list[float]) -> list[str]:
-    if not values:
+def _distribution(f: dict[str, Any]) -> list[str]:
+    if not f["n"]:
         return ["No values."]
-    q1, median, q3 = (
-        statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-    )
     lines = [
-        f"n={len(values)} · min {min(values):.3f} · q1 {q1:.3f} · median {median:.3f} · "
-        f"q3 {q3:.3f} · max {max(values):.3f} · mean {statistics.fmean(values):.3f}",
+        f"n={f['n']} · min {f['min']:.3f} · q1 {f['q0']:.3f} · median {f['q1']:.3f} · "
+        f"q3 {f['q2']:.3f} · max {f['max']:.3f} · mean {f['mean']:.3f}",
         "",
-        "```histogram",  # plain text in any markdown viewer; an SVG chart on the report page
+        "```",
     ]
-    counts = [0] * HISTOGRAM_BINS
-    for value in values:
-        counts[min(HISTOGRAM_BINS - 1, max(0, int(value * HISTOGRAM_BINS)))] += 1
-    top = max(counts)
-    for i, count in enumerate(counts):
+    top = max(f["bins"])
+    for i, count in enumerate(f["bins"]):
         bar = "█" * round(HISTOGRAM_WIDTH * count / top) if count else ""
         lines.append(f"{i / HISTOGRAM_BINS:.1f}–{(i + 1) / HISTOGRAM_BINS:.1f} | {bar} {count}")
     return [*lines, "```"]
 
 
-def _token_section(runs: QuerySet[Run]) -> str:
-    totals = runs.aggregate(
-        tin=Sum("tokens_in"), tout=Sum("tokens_out"), calls=Sum("calls"), cached=Sum("cached_calls")
-    )
-    cached = StageResult.objects.filter(run__in=runs, cached=True).aggregate(
-        tokens=Sum(F("tokens_in") + F("tokens_out"))
-    )
+def _token_section(totals: dict[str, dict[str, int]]) -> str:
+    def total(key: str) -> int:
+        return sum(row[key] or 0 for row in totals.values())
+
     return "\n".join(
         [
             "## Token usage",
             "",
-            f"- Tokens in: {totals['tin'] or 0:,}",
-            f"- Tokens out: {totals['tout'] or 0:,}",
-            f"- Saved by the cache: {cached['tokens'] or 0:,} tokens "
-            f"({totals['cached'] or 0:,} of {totals['calls'] or 0:,} calls answered from the cache)",
-            f"- Cost: {runs_cost(runs):.4f} {settings.CURRENCY}",
+            f"- Tokens in: {total('tin'):,}",
+            f"- Tokens out: {total('tout'):,}",
+            f"- Saved by the cache: {total('cached_tokens'):,} tokens "
+            f"({total('cached'):,} of {total('calls'):,} calls answered from the cache)",
         ]
     )
 
 
-def runs_cost(runs: QuerySet[Run]) -> float:
-    spent = (
-        runs.filter(tokens_in__gt=0)
-        .select_related(None)
-        .values_list("experiment_id", "config", "tokens_in", "tokens_out")
-    )
-    experiments: dict[int, Experiment] = {}
-    total = 0.0
-    for experiment_id, config, tokens_in, tokens_out in spent.iterator(chunk_size=2000):
-        if experiment_id not in experiments:
-            experiments[experiment_id] = Experiment.objects.select_related("endpoint").get(pk=experiment_id)
-        total += experiments[experiment_id].cost(config, tokens_in, tokens_out)
-    return total
-
-
-def _timing_section(experiment: Experiment, runs: QuerySet[Run]) -> str:
-    calls = StageResult.objects.filter(run__in=runs, cached=False)
-    p50, p95 = percentiles(calls, "latency_ms", (0.50, 0.95))
+def _timing_section(experiment: Experiment, figures: dict[str, Any]) -> str:
+    p50, p95 = figures["latency"]
     lines = ["## Timing", ""]
     if p50 is None:
         lines.append("- Call latency: no calls yet.")
     else:
-        lines.append(f"- Call latency (uncached calls): p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+        lines.append(
+            f"- Call latency (uncached calls; the median of completed runs' p50, the p95 of their p95): "
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+        )
     for sweep in experiment.sweeps.order_by("-created_at")[:10]:
         lines.append(f"- Sweep {sweep.pk} ({sweep.type}, {sweep.status}): wall time {_wall_time(sweep)}")
     return "\n".join(lines)
-
-
-def percentiles(rows: QuerySet, field: str, qs: tuple[float, ...]) -> list[float | None]:
-    """The q-quantiles of `field` (nearest rank), each found by the database."""
-    count = rows.count()
-    if not count:
-        return [None] * len(qs)
-    ordered = rows.order_by(field).values_list(field, flat=True)
-    return [ordered[round(q * (count - 1))] for q in qs]
 
 
 def _wall_time(sweep) -> str:

@@ -219,3 +219,21 @@ class Sweep(models.Model):
     def progress(self) -> float:
         done = self.total_runs - self.remaining_runs
         return done / self.total_runs if self.total_runs else 0.0
+
+
+class Report(models.Model):
+    """The experiment's markdown report as last built (experiments/export.py): built
+    when a sweep ends or on the first read after a change, forgotten on each change."""
+
+    experiment = models.OneToOneField(
+        Experiment, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    markdown = models.TextField()
+    built_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Report of experiment #{self.experiment_id}"
+
+    @classmethod
+    def forget(cls, experiment_id: int) -> None:
+        cls.objects.filter(experiment_id=experiment_id).delete()

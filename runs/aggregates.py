@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Avg, Case, F, FloatField, Q, Sum, Value, When
 
 from engine import bootstrap
+from experiments.models import Report
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 
 
@@ -99,6 +100,7 @@ def summarize(run_id: int) -> None:
     with transaction.atomic():
         Run.objects.filter(pk=run_id).update(**summary(run))
         refresh_latest(run.experiment_id, run.config_hash)
+        Report.forget(run.experiment_id)
 
 
 def rankable() -> Q:
@@ -125,3 +127,4 @@ def run_deleted(sender: type, instance: Run, **kwargs: Any) -> None:
     """The configuration's previous run takes over the mark of a deleted latest run."""
     if instance.is_latest:
         refresh_latest(instance.experiment_id, instance.config_hash)
+    Report.forget(instance.experiment_id)

@@ -22,7 +22,8 @@ from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
 from engine.runner import ITEM_CONCURRENCY
 from engine.types import EngineError
-from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Sweep, SweepStatus, SweepType
+from experiments.export import report_markdown
+from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Report, Sweep, SweepStatus, SweepType
 from runs import bridge, racing
 from runs.control import (
     SweepRuns,
@@ -353,6 +354,8 @@ def finish_sweep(sweep_id: int, report: SweepReport) -> str:
             cancelled_runs=sweep.cancelled_runs,
         )
         set_flag(sweep_id, status)
+        Report.forget(sweep.experiment_id)
+        report_markdown(sweep.experiment)  # built once, here, for everyone who reads it next
     return status
 
 
@@ -471,6 +474,7 @@ def _transition(sweep: Sweep, allowed: tuple, status: str, kind: EventType | Non
         raise SweepStateError(f"Sweep #{sweep.pk} is {sweep.status}; it cannot become {status}.")
     set_flag(sweep.pk, status)
     sweep.refresh_from_db()
+    Report.forget(sweep.experiment_id)
     if kind is not None:
         publish(sweep, kind)
     return sweep

@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from runs.leaderboard import leaderboard, paired_tie, pareto_front
 from runs.aggregates import summarize
+from runs.leaderboard import leaderboard, paired_tie, pareto_front
 from runs.models import RunStatus, Score
 from tests.api.helpers import scored_run
 from tests.factories import make_endpoint, make_experiment

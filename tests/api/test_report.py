@@ -4,6 +4,7 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Sweep
+from runs.aggregates import summarize
 from runs.models import Run, Score
 from tests.api.helpers import scored_run, stage_result
 from tests.factories import make_endpoint, make_experiment
@@ -25,6 +26,7 @@ def experiment(db):
         )
         stage_result(run, item=item, latency_ms=100 * (n + 1), tokens_in=30, tokens_out=10)
         stage_result(run, item=item, cached=True, latency_ms=999, tokens_in=7, tokens_out=3)
+        summarize(run.pk)  # the stage results came after the helper's summary
     return experiment
 
 
