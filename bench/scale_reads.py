@@ -182,7 +182,9 @@ def grow(state: dict, size: int) -> float:
             print(f"  loaded {params['stop']:,} runs ({time.perf_counter() - started:.0f} s)", flush=True)
         # The latest run of each configuration: the last CONFIGS runs loaded.
         cursor.execute("UPDATE runs_run SET is_latest = false WHERE is_latest AND id <= %s", [size - CONFIGS])
-        cursor.execute("UPDATE runs_run SET is_latest = true WHERE id > %s AND NOT is_latest", [size - CONFIGS])
+        cursor.execute(
+            "UPDATE runs_run SET is_latest = true WHERE id > %s AND NOT is_latest", [size - CONFIGS]
+        )
         cursor.execute("SELECT setval(pg_get_serial_sequence('runs_run', 'id'), %s)", [size])
     state["loaded"] = size
     for table in ("runs_run", "runs_score", "runs_stageresult"):
@@ -266,7 +268,9 @@ def print_table(sizes: list[int], results: dict[int, dict[str, float]], loads: d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--keep", action="store_true", help="keep the database (to look at plans)")
     args = parser.parse_args()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models.fields.json import KT
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -42,7 +44,8 @@ FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED)
 MAX_IDS = 200
 LIVE_ROWS = 50
 LEADERBOARD_ROWS = 50
-CHART_POINTS = 1000
+CHART_POINTS = 400  # runs drawn one dot each; beyond it all but the front are binned
+CHART_CELLS = (40, 24)  # columns (cost) x rows (score) of the binned runs
 ITEMS_PER_PAGE = 10
 COMPARED_PER_PAGE = 50
 MATRIX_ROWS = 25
@@ -260,47 +263,51 @@ def leaderboard_row(
 def charts(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request, pk)
     sweep = sweep_filter(request, experiment)
+    sweep_id = sweep.pk if sweep else None
     # The leaderboard's runs (one per configuration), so the chart and its pick agree with it.
-    runs = ranked_runs(experiment, sweep.pk if sweep else None)
-    points = [
-        {
-            "run_id": r.pk,
-            "weighted_score": r.weighted_score,
-            "tokens_in": r.tokens_in,
-            "tokens_out": r.tokens_out,
-            "latency_ms": r.latency_ms,
-            "config": r.config,
-            "cost": experiment.cost(r.config, r.tokens_in, r.tokens_out),
-        }
-        for r in runs[:CHART_POINTS]
-    ]
-    pick = cheapest_nearly_best(experiment, sweep, points)
+    points = chart_points(experiment, sweep_id)
+    rows = leaderboard(experiment, LEADERBOARD_ROWS, sweep_id)  # once per page
+    pick = cheapest_nearly_best(rows, points)
     context = {
         "experiment": experiment,
         "sweep": sweep,
         "sweeps": experiment.sweeps.all()[:20],
         "tab": "charts",
         "count": len(points),
+        "drawn_alone": CHART_POINTS,
         "histogram": histogram([p["weighted_score"] for p in points]),
         "tokens_chart": scatter(points, lambda p: p["tokens_in"] + p["tokens_out"], "Tokens", pick),
         "latency_chart": scatter(points, lambda p: p["latency_ms"], "Mean latency (ms)", pick),
         "cost_chart": scatter(points, lambda p: p["cost"], f"Cost ({settings.CURRENCY})", pick),
         "pick": pick,
-        "varying": varying_keys([p["config"] for p in points]),
+        "varying": varying_keys([row["config"] for row in rows]),
     }
     return render(request, "runs/charts.html", context)
 
 
-def cheapest_nearly_best(experiment: Experiment, sweep: Sweep | None, points: list[dict]) -> dict | None:
+POINT_FIELDS = ("run_id", "weighted_score", "tokens_in", "tokens_out", "latency_ms", "model")
+
+
+def chart_points(experiment: Experiment, sweep_id: int | None) -> list[dict]:
+    """Every ranked run's figures and cost: one small tuple per configuration, with
+    only the model of its config (what its price depends on), not the config."""
+    runs = ranked_runs(experiment, sweep_id).annotate(model=KT("config__model"))
+    points = [dict(zip(POINT_FIELDS, row, strict=True)) for row in runs.values_list("id", *POINT_FIELDS[1:])]
+    for p in points:
+        p["cost"] = experiment.cost({"model": p["model"]}, p["tokens_in"], p["tokens_out"])
+    return points
+
+
+def cheapest_nearly_best(rows: list[dict], points: list[dict]) -> dict | None:
     """The cheapest configuration statistically tied with the leader (or within
-    NEARLY_AS_GOOD of its score when the tie cannot be tested)."""
+    NEARLY_AS_GOOD of its score when the tie cannot be tested), with its config."""
     if not points:
         return None
-    rows = leaderboard(experiment, LEADERBOARD_ROWS, sweep.pk if sweep else None)
     best = points[0]["weighted_score"]
     tied = {r["run_id"] for r in rows if r["tied_with_leader"]}
     close = [p for p in points if p["run_id"] in tied or p["weighted_score"] >= best - NEARLY_AS_GOOD]
-    return min(close, key=lambda p: (p["tokens_in"] + p["tokens_out"], -p["weighted_score"]))
+    pick = min(close, key=lambda p: (p["tokens_in"] + p["tokens_out"], -p["weighted_score"]))
+    return pick | {"config": Run.objects.values_list("config", flat=True).get(pk=pick["run_id"])}
 
 
 def histogram(scores: list[float], bins: int = 10) -> dict:
@@ -336,55 +343,95 @@ def histogram(scores: list[float], bins: int = 10) -> dict:
 
 
 def scatter(points: list[dict], cost: Any, label: str, pick: dict | None) -> dict:
-    """Score (up) against a cost (right), the Pareto front joined by a line."""
-    width, height, left, bottom, pad = 400, 240, 40, 28, 10
+    """Score (up) against a cost (right), the Pareto front joined by a line. Up to
+    CHART_POINTS runs are drawn one dot each; beyond that the front (always exact,
+    from every run) and the pick keep their dots and the others are binned into
+    shaded cells, so the page stays small and readable at any number of runs."""
+    frame = {"width": 400, "height": 240, "left": 40, "bottom": 28, "pad": 10}
     high = max((cost(p) for p in points), default=0) or 1
     front = {p["run_id"] for p in cheapest_front(points, cost)}
-    dots = []
-    for p in points:
-        x = round(left + cost(p) / high * (width - left - pad), 1)
-        y = round(height - bottom - p["weighted_score"] * (height - bottom - pad), 1)
-        dots.append(
-            {
-                "x": x,
-                "y": y,
-                "run_id": p["run_id"],
-                "score": p["weighted_score"],
-                "cost": cost(p),
-                "front": p["run_id"] in front,
-                "pick": pick is not None and p["run_id"] == pick["run_id"],
-                "shown": nice(cost(p)),
-            }
-        )
-    line = " ".join(f"{d['x']},{d['y']}" for d in sorted(dots, key=lambda d: d["x"]) if d["front"])
-    # The last label ends at the axis' end: centred there it would be cut off.
-    ticks = [
-        {
-            "x": left + f * (width - left - pad),
-            "label": nice(high * f),
-            "anchor": "end" if f == 1 else "middle",
-        }
-        for f in (0, 0.25, 0.5, 0.75, 1)
+    alone = len(points) <= CHART_POINTS
+    picked = pick["run_id"] if pick else None
+    dots = [
+        _dot(p, cost, high, frame, p["run_id"] in front, p["run_id"] == picked)
+        for p in points
+        if alone or p["run_id"] in front or p["run_id"] == picked
     ]
-    yticks = [{"y": height - bottom - f * (height - bottom - pad), "label": f"{f:.1f}"} for f in (0, 0.5, 1)]
-    return {
+    rest = [] if alone else [p for p in points if p["run_id"] not in front and p["run_id"] != picked]
+    return _axes(frame, high, label) | {
         "dots": dots,
-        "line": line,
-        "ticks": ticks,
-        "yticks": yticks,
+        "cells": _cells(rest, cost, high, frame),
+        "line": " ".join(f"{d['x']},{d['y']}" for d in sorted(dots, key=lambda d: d["x"]) if d["front"]),
+    }
+
+
+def _xy(score: float, value: float, high: float, f: dict) -> tuple[float, float]:
+    x = f["left"] + value / high * (f["width"] - f["left"] - f["pad"])
+    y = f["height"] - f["bottom"] - score * (f["height"] - f["bottom"] - f["pad"])
+    return round(x, 1), round(y, 1)
+
+
+def _dot(p: dict, cost: Any, high: float, f: dict, on_front: bool, picked: bool) -> dict:
+    x, y = _xy(p["weighted_score"], cost(p), high, f)
+    return {
+        "x": x,
+        "y": y,
+        "run_id": p["run_id"],
+        "score": p["weighted_score"],
+        "cost": cost(p),
+        "front": on_front,
+        "pick": picked,
+        "shown": nice(cost(p)),
+    }
+
+
+def _cells(points: list[dict], cost: Any, high: float, f: dict) -> list[dict]:
+    """Runs counted per cell of a CHART_CELLS grid, shaded by their share."""
+    columns, rows = CHART_CELLS
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    for p in points:
+        column = min(columns - 1, int(cost(p) / high * columns))
+        row = min(rows - 1, max(0, int(p["weighted_score"] * rows)))
+        counts[(column, row)] += 1
+    width = (f["width"] - f["left"] - f["pad"]) / columns
+    height = (f["height"] - f["bottom"] - f["pad"]) / rows
+    top = max(counts.values(), default=1)
+    return [
+        {
+            "x": round(f["left"] + column * width, 1),
+            "y": round(f["height"] - f["bottom"] - (row + 1) * height, 1),
+            "w": round(width, 1),
+            "h": round(height, 1),
+            "n": n,
+            "shade": round(0.15 + 0.85 * n / top, 2),
+        }
+        for (column, row), n in sorted(counts.items())
+    ]
+
+
+def _axes(f: dict, high: float, label: str) -> dict:
+    span, rise = f["width"] - f["left"] - f["pad"], f["height"] - f["bottom"] - f["pad"]
+    base = f["height"] - f["bottom"]
+    return {
+        # The last label ends at the axis' end: centred there it would be cut off.
+        "ticks": [
+            {"x": f["left"] + t * span, "label": nice(high * t), "anchor": "end" if t == 1 else "middle"}
+            for t in (0, 0.25, 0.5, 0.75, 1)
+        ],
+        "yticks": [{"y": base - t * rise, "label": f"{t:.1f}"} for t in (0, 0.5, 1)],
         "label": label,
-        "width": width,
-        "height": height,
-        "left": left,
-        "base": height - bottom,
-        "right": width - pad,
-        "top": pad,
+        "width": f["width"],
+        "height": f["height"],
+        "left": f["left"],
+        "base": base,
+        "right": f["width"] - f["pad"],
+        "top": f["pad"],
     }
 
 
 def cheapest_front(points: list[dict], cost: Any) -> list[dict]:
     """The two-objective Pareto front (higher score, lower cost): every point that
-    scores more than everything cheaper. O(n log n), for up to CHART_POINTS runs."""
+    scores more than everything cheaper. O(n log n) over every ranked run."""
     front, best = [], -1.0
     for p in sorted(points, key=lambda p: (cost(p), -p["weighted_score"])):
         if p["weighted_score"] > best:

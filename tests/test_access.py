@@ -26,6 +26,7 @@ from rest_framework.test import APIClient
 from endpoints.models import Endpoint
 from experiments.models import Experiment, Sweep, SweepStatus
 from projects.models import Role
+from runs.aggregates import summarize
 from runs.models import ResponseCache, Run, RunStatus, Score, StageResult
 from tests.factories import add_member, make_endpoint, make_experiment, make_project, make_user
 from webhooks.models import Webhook, WebhookDelivery
@@ -156,6 +157,7 @@ def team():
         run=run, item=item, stage_index=0, stage_name="answer", user_prompt=f"{MARK}?", output=f"{MARK}ville"
     )
     Score.objects.create(run=run, item=item, scorer="keyword", value=1.0)
+    summarize(run.pk)  # as the runner does when a run completes
     webhook = Webhook.objects.create(project=project, url=f"https://{MARK}.example.com/hook")
     WebhookDelivery.objects.create(webhook=webhook, event="sweep.completed", payload={"note": MARK})
     ResponseCache.objects.create(project=project, config_hash="b" * 64, response_text=MARK, hit_count=7)

@@ -5,6 +5,7 @@ import pytest
 from django.urls import reverse
 
 from engine.sweep import config_key
+from runs.aggregates import summarize
 from runs.models import Run, RunStatus, Score, StageResult
 from tests.factories import make_endpoint, make_experiment
 
@@ -41,6 +42,7 @@ def judged_run(experiment) -> Run:
     )
     details = {"raw": ['{"rating": 4}', '{"rating": 6}'], "ratings": [4.0, 6.0], "rating": 5.0, "spread": 1.0}
     Score.objects.create(run=run, item=item, scorer="judge", value=4 / 9, details=details)
+    summarize(run.pk)  # as the runner does when a run completes
     return run
 
 

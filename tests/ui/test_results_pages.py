@@ -7,6 +7,7 @@ import yaml
 from django.urls import reverse
 
 from experiments.models import Sweep, SweepStatus
+from runs.aggregates import summarize
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 from tests.factories import make_endpoint, make_experiment
 
@@ -63,6 +64,7 @@ def sweep() -> Sweep:
             Score.objects.create(
                 run=run, item=item, scorer="human", value=None, details={"error": "no ratings yet"}
             )
+        summarize(run.pk)  # as the runner does when a run completes
     return sweep
 
 
