@@ -16,6 +16,7 @@ from engine.runner import RunFailure
 from experiments import export
 from experiments.dataset_import import DatasetImportError, read_dataset, write_rows
 from experiments.models import Experiment, ExperimentFrozen, Sweep
+from experiments.report import report_markdown
 from experiments.serializers import (
     DatasetImportResultSerializer,
     DatasetImportSerializer,
@@ -269,7 +270,7 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get"], renderer_classes=[MarkdownRenderer, renderers.JSONRenderer])
     def report(self, request: Request, pk: str | None = None) -> Response:
-        markdown = export.report_markdown(self.get_object())
+        markdown = report_markdown(self.get_object())
         if request.accepted_renderer.format == "json":
             return Response({"markdown": markdown})
         return Response(markdown)

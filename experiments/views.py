@@ -28,6 +28,7 @@ from experiments.forms import (
     variables_used,
 )
 from experiments.models import ACTIVE_SWEEP_STATUSES, DatasetItem, Experiment, ExperimentFrozen, Sweep
+from experiments.report import report_markdown
 from experiments.validation import check_template
 from projects.access import check_role, get_for_user
 from projects.models import Role
@@ -312,7 +313,7 @@ def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
 @require_safe
 def report(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request, pk)
-    markdown = export.report_markdown(experiment)
+    markdown = report_markdown(experiment)
     context = {
         "experiment": experiment,
         "tab": "report",

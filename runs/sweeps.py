@@ -22,8 +22,8 @@ from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
 from engine.runner import ITEM_CONCURRENCY
 from engine.types import EngineError
-from experiments.export import report_markdown
 from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Report, Sweep, SweepStatus, SweepType
+from experiments.report import report_markdown
 from runs import bridge, racing
 from runs.control import (
     SweepRuns,
