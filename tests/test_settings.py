@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -98,3 +100,32 @@ def test_the_proxy_header_setting_names_the_header_django_reads():
         [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True
     )
     assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"
+
+
+def database_options(**env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k not in ("DB_JIT",)}
+    environ.update(
+        env, DJANGO_SETTINGS_MODULE="promptlooper_site.settings", SECRET_KEY="x" * 40, DEBUG="false"
+    )
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS', {}).get('options', ''))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True
+    )
+    return result.stdout.strip()
+
+
+def test_postgresql_connections_run_without_jit_unless_db_jit_is_set():
+    url = "postgres://postgres@127.0.0.1:5432/nowhere"
+    assert database_options(DATABASE_URL=url) == "-c jit=off"
+    assert database_options(DATABASE_URL=url, DB_JIT="1") == ""
+
+
+@pytest.mark.django_db
+def test_the_test_database_connection_has_the_jit_off():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the JIT is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"

@@ -188,3 +188,13 @@ def test_the_report_is_rendered_as_html(client, sweep):
     assert content.count('<svg class="chart histogram"') == 2 and "█" not in content  # keyword, weighted
     assert '<rect class="bar"' in content and "<title>1.0–1.1: " not in content
     assert 'href="/experiments/' in content and "export.json" in content
+
+
+def test_beyond_the_limit_runs_off_the_front_are_binned_and_the_front_stays_exact(client, sweep, monkeypatch):
+    monkeypatch.setattr("runs.views.CHART_POINTS", 1)
+    content = client.get(reverse("ui:charts", args=[sweep.experiment_id])).content.decode()
+    # Tokens: 0.0 and 0.2 are the front (0.2 is also the pick); by latency 0.0 is
+    # the front and 0.2 the pick. Run 1.0, on neither front, is one cell in each.
+    assert content.count('class="dot') == 4 and content.count('class="dot front') == 3
+    assert content.count('<rect class="cell"') == 2 and content.count("<title>1 run</title>") == 2
+    assert content.count('<rect class="bar"') == 10  # the histogram still counts every run
