@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test install install-dev lint bench bench-racing services
+.PHONY: run test install install-dev lint bench bench-racing bench-reads services
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: install-dev
 
 bench-racing: install-dev
 	$(PY) bench/racing.py
+
+bench-reads: install-dev
+	$(PY) bench/scale_reads.py
 
 services:
 	bash scripts/start_services.sh
