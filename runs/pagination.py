@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -23,6 +25,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 PAGE_SIZE = 50
 COUNT_LIMIT = 10_000
+MAX_PAGE = 1_000_000  # its OFFSET stays a number every database takes
 
 
 def encode_cursor(value: Any, last_id: int) -> str:
@@ -30,14 +33,31 @@ def encode_cursor(value: Any, last_id: int) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[Any, int]:
+def decode_cursor(cursor: str, field: str) -> tuple[Any, int]:
+    """(value, id) of the last row shown, checked against the ordering's field."""
     try:
         value, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(last_id, int) or isinstance(value, (list, dict, bool)):
+        if not isinstance(last_id, int) or not 0 < last_id < 2**63:
             raise ValueError
-    except ValueError:
+        value = cursor_value(value, field)
+    except (ValueError, TypeError):
         raise ValidationError({"cursor": ["Not a cursor of this list; follow the `next` link."]}) from None
     return value, last_id
+
+
+def cursor_value(value: Any, field: str) -> Any:
+    if field == "created_at":
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise ValueError
+        return parsed
+    if value is None and field == "weighted_score":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError
+    if abs(value) >= 2**63:
+        raise ValueError
+    return value
 
 
 def after(runs: QuerySet, field: str, descending: bool, value: Any, last_id: int) -> Iterator[QuerySet]:
@@ -63,7 +83,7 @@ class RunPagination(BasePagination):
         if page is not None:
             return self.numbered(runs, page)
         cursor = request.query_params.get("cursor")
-        parts = after(runs, field, descending, *decode_cursor(cursor)) if cursor else iter([runs])
+        parts = after(runs, field, descending, *decode_cursor(cursor, field)) if cursor else iter([runs])
         rows: list = []
         for part in parts:
             rows += part[: PAGE_SIZE + 1 - len(rows)]
@@ -74,8 +94,10 @@ class RunPagination(BasePagination):
         return rows[:PAGE_SIZE]
 
     def numbered(self, runs: QuerySet, page: str) -> list:
-        if not page.isdigit() or int(page) < 1:
-            raise ValidationError({"page": ["A page number from 1."]})
+        if not page.isdigit() or not 1 <= int(page) <= MAX_PAGE:
+            raise ValidationError(
+                {"page": [f"A page number from 1 to {MAX_PAGE:,}; deeper, follow `next` links."]}
+            )
         number = int(page)
         rows = list(runs[(number - 1) * PAGE_SIZE : number * PAGE_SIZE + 1])
         url = self.request.build_absolute_uri()

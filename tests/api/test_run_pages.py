@@ -72,7 +72,16 @@ def test_page_numbers_still_work(api, runs, small_pages):
     assert api.get("/api/runs/", {"page": 99}).json()["results"] == []
 
 
-@pytest.mark.parametrize("params,field", [({"cursor": "not-a-cursor"}, "cursor"), ({"page": "0"}, "page")])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": pagination.encode_cursor("high", 1), "ordering": "-score"}, "cursor"),
+        ({"cursor": pagination.encode_cursor(1.5, 1), "ordering": "date"}, "cursor"),
+        ({"page": "0"}, "page"),
+        ({"page": str(2**63)}, "page"),
+    ],
+)
 def test_a_bad_cursor_or_page_is_a_400_naming_it(api, runs, params, field):
     response = api.get("/api/runs/", params)
     assert response.status_code == 400 and field in response.json()
