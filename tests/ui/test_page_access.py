@@ -7,6 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from experiments.models import Sweep, SweepStatus
+from runs.aggregates import summarize
 from runs.models import Run, RunStatus, Score, StageResult
 from tests.factories import make_endpoint, make_experiment
 
@@ -40,6 +41,7 @@ def world(alice):
         output="Paris",
     )
     Score.objects.create(run=run, item=item, scorer="keyword", value=1.0)
+    summarize(run.pk)  # as the runner does when a run completes
     return {"endpoint": endpoint, "experiment": experiment, "sweep": sweep, "run": run, "item": item}
 
 
