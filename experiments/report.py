@@ -19,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, Max, Min, QuerySet, Sum
+from django.db.models import Case, Count, F, FloatField, Max, Min, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Floor
 from django.utils import timezone
@@ -64,17 +65,20 @@ def build_report(experiment: Experiment) -> str:
         _top_section(experiment),
         _judge_section(judges(experiment)),
         _distribution_section(columns, figures),
-        _token_section(totals),
+        _token_section(experiment, totals),
         _timing_section(experiment, figures),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
-def _totals(runs: QuerySet[Run]) -> dict[str, dict[str, int]]:
-    """Per status: runs, tokens, calls, cached calls and tokens (one grouped scan)."""
+Totals = list[dict[str, Any]]  # per status and model: runs, tokens, calls, cached calls and tokens
+
+
+def _totals(runs: QuerySet[Run]) -> Totals:
+    """One grouped scan. By model too: what a run costs depends on its model."""
     rows = (
         runs.order_by()
-        .values("status")
+        .values("status", model=KT("config__model"))
         .annotate(
             n=Count("id"),
             tin=Sum("tokens_in"),
@@ -84,11 +88,11 @@ def _totals(runs: QuerySet[Run]) -> dict[str, dict[str, int]]:
             cached_tokens=Sum("cached_tokens"),
         )
     )
-    return {row.pop("status"): row for row in rows}
+    return list(rows)
 
 
-def _runs_line(totals: dict[str, dict[str, int]]) -> str:
-    counts = {status: totals.get(status, {}).get("n", 0) for status in RunStatus.values}
+def _runs_line(totals: Totals) -> str:
+    counts = {status: sum(r["n"] for r in totals if r["status"] == status) for status in RunStatus.values}
     parts = [f"{n} {status}" for status, n in counts.items() if n]
     return f"{sum(counts.values())} runs" + (f" ({', '.join(parts)})." if parts else ".")
 
@@ -147,17 +151,19 @@ def _top_section(experiment: Experiment) -> str:
     if not rows:
         return "\n".join([*lines, "No completed run has a score yet."])
     lines += [
-        "| rank | run | score | 95% CI | tied with #1 | configuration | tokens in / out | latency ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| rank | run | score | 95% CI | tied with #1 | configuration | tokens in / out | cost ({settings.CURRENCY}) | latency ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         ci = "–" if row["ci_low"] is None else f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
         tied = {True: "yes", False: "no", None: "–"}[row["tied_with_leader"]]
         lines.append(
             f"| {row['rank']} | {row['run_id']} | {row['weighted_score']:.3f} | {ci} | {tied} | "
-            f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | {row['latency_ms']:.0f} |"
+            f"{_cell(row['config'], 120)} | {row['tokens_in']} / {row['tokens_out']} | "
+            f"{experiment.cost(row['config'], row['tokens_in'], row['tokens_out']):.4f} | {row['latency_ms']:.0f} |"
         )
-    return "\n".join(lines)
+    total = sum(experiment.cost(r["config"], r["tokens_in"], r["tokens_out"]) for r in rows)
+    return "\n".join([*lines, "", f"Cost of these {len(rows)}: {total:.4f} {settings.CURRENCY}."])
 
 
 def _judge_section(summaries: list[JudgeSummary]) -> str:
@@ -197,11 +203,18 @@ def _columns(experiment: Experiment) -> dict[str, Any]:
     """Per-run values the report summarises: each scorer's run mean (kept in
     Run.scorer_means), the weighted score and the run's call latency summary."""
     names = sorted({s.get("name") or s["type"] for s in experiment.scorers})
-    columns: dict[str, Any] = {
-        name: Cast(KT(f"scorer_means__{name}"), FloatField()) for name in names if "__" not in name
-    }
+    columns: dict[str, Any] = {name: _scorer_mean(name) for name in names if "__" not in name}
     columns["weighted score"] = F("weighted_score")
     return columns
+
+
+def _scorer_mean(name: str) -> Any:
+    """A run's mean for the scorer; SQL NULL when it scored nothing (a JSON null,
+    which SQLite's text extraction would otherwise read as 0)."""
+    mean = Cast(KT(f"scorer_means__{name}"), FloatField())
+    if connection.vendor == "postgresql":
+        return mean  # ->> gives SQL NULL for a JSON null
+    return Case(When(**{f"scorer_means__{name}": None}, then=Value(None)), default=mean)
 
 
 # -- distributions from binned per-run values ---------------------------------------
@@ -331,7 +344,7 @@ def _distribution(f: dict[str, Any]) -> list[str]:
         f"n={f['n']} · min {f['min']:.3f} · q1 {f['q0']:.3f} · median {f['q1']:.3f} · "
         f"q3 {f['q2']:.3f} · max {f['max']:.3f} · mean {f['mean']:.3f}",
         "",
-        "```",
+        "```histogram",  # plain text in any markdown viewer; an SVG chart on the report page
     ]
     top = max(f["bins"])
     for i, count in enumerate(f["bins"]):
@@ -340,10 +353,12 @@ def _distribution(f: dict[str, Any]) -> list[str]:
     return [*lines, "```"]
 
 
-def _token_section(totals: dict[str, dict[str, int]]) -> str:
+def _token_section(experiment: Experiment, totals: Totals) -> str:
     def total(key: str) -> int:
-        return sum(row[key] or 0 for row in totals.values())
+        return sum(row[key] or 0 for row in totals)
 
+    # Prices are per token: the cost of a model's summed tokens is the sum of its runs' costs.
+    cost = sum(experiment.cost({"model": r["model"]}, r["tin"] or 0, r["tout"] or 0) for r in totals)
     return "\n".join(
         [
             "## Token usage",
@@ -352,6 +367,7 @@ def _token_section(totals: dict[str, dict[str, int]]) -> str:
             f"- Tokens out: {total('tout'):,}",
             f"- Saved by the cache: {total('cached_tokens'):,} tokens "
             f"({total('cached'):,} of {total('calls'):,} calls answered from the cache)",
+            f"- Cost: {cost:.4f} {settings.CURRENCY}",
         ]
     )
 

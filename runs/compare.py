@@ -14,8 +14,10 @@ from typing import TypedDict
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from engine import bootstrap
 from experiments.models import Sweep
-from runs.leaderboard import item_scores, percentile_interval, ranked_runs, resampled_means, scorer_weights
+from runs.aggregates import item_scores, scorer_weights
+from runs.leaderboard import ranked_runs
 from runs.models import Run, StageResult
 
 EPSILON = 1e-9  # a difference smaller than this is float noise, not a regression
@@ -73,7 +75,7 @@ def compare_runs(a: Run, b: Run) -> Comparison:
 def mean_with_interval(deltas: list[float]) -> dict[str, float | None]:
     if not deltas:
         return {"mean_delta": None, "ci_low": None, "ci_high": None}
-    low, high = percentile_interval(resampled_means([deltas])[0])
+    low, high = bootstrap.percentile_intervals(bootstrap.resampled_means([deltas]))[0]
     return {"mean_delta": statistics.fmean(deltas), "ci_low": low, "ci_high": high}
 
 

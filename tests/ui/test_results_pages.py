@@ -193,8 +193,9 @@ def test_the_report_is_rendered_as_html(client, sweep):
 def test_beyond_the_limit_runs_off_the_front_are_binned_and_the_front_stays_exact(client, sweep, monkeypatch):
     monkeypatch.setattr("runs.views.CHART_POINTS", 1)
     content = client.get(reverse("ui:charts", args=[sweep.experiment_id])).content.decode()
-    # Tokens: 0.0 and 0.2 are the front (0.2 is also the pick); by latency 0.0 is
-    # the front and 0.2 the pick. Run 1.0, on neither front, is one cell in each.
-    assert content.count('class="dot') == 4 and content.count('class="dot front') == 3
-    assert content.count('<rect class="cell"') == 2 and content.count("<title>1 run</title>") == 2
+    # Tokens: 0.0 and 0.2 are the front (0.2 is also the pick); by latency and by
+    # cost (unpriced: all 0) 0.0 is the front and 0.2 the pick. Run 1.0, on no
+    # front, is one cell in each of the three charts.
+    assert content.count('class="dot') == 6 and content.count('class="dot front') == 4
+    assert content.count('<rect class="cell"') == 3 and content.count("<title>1 run</title>") == 3
     assert content.count('<rect class="bar"') == 10  # the histogram still counts every run
