@@ -13,9 +13,9 @@ from django.db.models import F
 from engine import bootstrap
 from runs.leaderboard import leaderboard, record_rating
 from runs.models import Run, RunStatus, ScoreSource
+from runs.queue import enqueue, wait_for_in_process_jobs
 from runs.tasks import execute_run
 from tests.factories import make_endpoint, make_experiment
-from tests.llm_stub import LLMStub
 
 ANSWERS = {"France": "Paris, of course.", "Japan": "Kyoto, I think.", "Peru": "Lima."}
 SCORERS = [
@@ -30,9 +30,10 @@ def answer(body: dict) -> str:
 
 
 @pytest.fixture
-def stub():
-    with LLMStub(responder=answer, latency_ms=lambda body: 30.0 if "Peru" in str(body) else 10.0) as server:
-        yield server
+def stub(llm_stub):
+    llm_stub.responder = answer
+    llm_stub.latency_ms = lambda body: 30.0 if "Peru" in str(body) else 10.0
+    return llm_stub
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ def completed_run(experiment, config: dict | None = None) -> Run:
     """A run executed for real against the stub, as an ad-hoc run is."""
     config = config if config is not None else {"temperature": 0.0}
     run = Run.objects.create(experiment=experiment, config=config, config_hash=str(sorted(config.items())))
-    execute_run(run.pk)
+    enqueue(execute_run, run.pk)
+    assert wait_for_in_process_jobs(timeout=30)
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED, run.error
     return run
@@ -166,7 +168,8 @@ def test_the_migration_backfills_runs_that_completed_before_it(experiment):
 def test_a_failed_run_is_never_ranked(experiment, stub):
     stub.fail_next(kind="status", count=50, status=400)
     run = Run.objects.create(experiment=experiment, config={"temperature": 1.0}, config_hash="failing")
-    execute_run(run.pk)
+    enqueue(execute_run, run.pk)
+    assert wait_for_in_process_jobs(timeout=30)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and not run.is_latest
     assert leaderboard(experiment) == []
