@@ -14,6 +14,12 @@ Decisions worth knowing:
   hash the same every time; int ranges are inclusive.
 * `seed=None` means seed 0: a sweep is reproducible unless asked otherwise.
 * Call `check_size()` before `initial_configs()`: sizes are computed, grids are listed.
+* A list of objects is a linked dimension: each object is a bundle of parameters
+  that vary together (`{"provider": [{"endpoint": "a", "model": "m"}, ...]}`),
+  crossed with the other dimensions like any list. Configurations hold the
+  bundle's keys, not the dimension's name, so the cache key, the leaderboard and
+  the exports see flat parameters. Object-valued LLM parameters (OBJECT_PARAMS)
+  stay plain lists of values.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ TWO_KEY_SHARE = 0.25  # neighbours that change two keys rather than one
 JUDGE_MAX_TOKENS = 32  # the llm_judge scorer's default
 ESTIMATE_SAMPLE = 50  # dataset rows rendered for an estimate; the rest are scaled from them
 ESTIMATE_SECONDS = 2.0  # after this, templates still to estimate count as their text
+# LLM parameters whose values are objects: a list of these is a list of values, not of bundles.
+OBJECT_PARAMS = frozenset({"response_format", "logit_bias", "tool_choice", "stream_options", "extra_body"})
 
 
 class SweepError(EngineError):
@@ -142,7 +150,48 @@ class Range:
         return int(round(x)) if self.integer else min(max(round_significant(x), self.low), self.high)
 
 
-Dimension = Choice | Range
+@dataclass(frozen=True)
+class Linked(Choice):
+    """Bundles of parameters that vary together; a configuration takes all of one bundle's keys."""
+
+    def put(self, config: Config, bundle: Any) -> None:
+        config.update(bundle)
+
+    def get(self, config: Config) -> Any:
+        """The bundle a configuration holds (the largest that fits), or None."""
+        fits = [b for b in self.values if all(k in config and config[k] == v for k, v in b.items())]
+        return max(fits, key=len, default=None)
+
+
+Dimension = Choice | Range | Linked
+
+
+def put_value(config: Config, dim: Dimension, value: Any) -> None:
+    if isinstance(dim, Linked):
+        dim.put(config, value)
+    else:
+        config[dim.key] = value
+
+
+def get_value(config: Config, dim: Dimension) -> Any:
+    return dim.get(config) if isinstance(dim, Linked) else config.get(dim.key)
+
+
+def assemble(dims: Sequence[Dimension], values: Iterable[Any]) -> Config:
+    """A configuration from one value per dimension, linked bundles spread out flat."""
+    config: Config = {}
+    for dim, value in zip(dims, values, strict=True):
+        put_value(config, dim, value)
+    return config
+
+
+def is_linked(key: str, values: Any) -> bool:
+    """Whether a list of values is a linked dimension: every value an object, the
+    key not one of the LLM parameters whose values are objects."""
+    plain = key.rsplit(".", 1)[-1] in OBJECT_PARAMS
+    return (
+        isinstance(values, list) and bool(values) and not plain and all(isinstance(v, dict) for v in values)
+    )
 
 
 def round_significant(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
@@ -158,7 +207,23 @@ def _is_number(value: Any) -> bool:
 def parse_space(space: Any) -> list[Dimension]:
     if not isinstance(space, dict):
         raise SweepError("The parameter space must be an object of {name: [values] or {min, max}}.")
-    return [_dimension(key, values) for key, values in space.items()]
+    dims = [_dimension(key, values) for key, values in space.items()]
+    _check_linked_keys(dims)
+    return dims
+
+
+def _check_linked_keys(dims: Sequence[Dimension]) -> None:
+    """A parameter set by two dimensions would make one of them meaningless."""
+    owner: dict[str, str] = {d.key: d.key for d in dims if not isinstance(d, Linked)}
+    for dim in dims:
+        if not isinstance(dim, Linked):
+            continue
+        for name in sorted({k for bundle in dim.values for k in bundle}):
+            if name in owner and owner[name] != dim.key:
+                raise SweepError(
+                    f"'{name}' is set both by '{owner[name]}' and by the bundles of '{dim.key}'."
+                )
+            owner[name] = dim.key
 
 
 def _dimension(key: Any, values: Any) -> Dimension:
@@ -167,6 +232,8 @@ def _dimension(key: Any, values: Any) -> Dimension:
     if isinstance(values, list):
         if not values:
             raise SweepError(f"'{key}' has an empty list of values; give at least one.")
+        if is_linked(key, values):
+            return _linked(key, values)
         return Choice(key, tuple(_distinct(values)))
     if isinstance(values, dict):
         return _range(key, values)
@@ -178,6 +245,16 @@ def _distinct(values: Iterable[Any]) -> list[Any]:
     for value in values:  # 0.7 and 0.70, 1 and 1.0 are one value
         by_key.setdefault(config_key({"v": value}), value)
     return list(by_key.values())
+
+
+def _linked(key: str, bundles: list[dict[str, Any]]) -> Linked:
+    for n, bundle in enumerate(bundles, start=1):
+        if not bundle:
+            raise SweepError(f"'{key}' bundle {n} is empty; give it the parameters that vary together.")
+        bad = [k for k in bundle if not isinstance(k, str) or not k]
+        if bad:
+            raise SweepError(f"'{key}' bundle {n} has a parameter without a name.")
+    return Linked(key, tuple(_distinct(bundles)))
 
 
 def _range(key: str, spec: dict[str, Any]) -> Range:
@@ -207,9 +284,8 @@ def space_count(dims: Sequence[Dimension]) -> int | None:
 
 
 def enumerate_space(dims: Sequence[Dimension]) -> Iterator[Config]:
-    keys = [d.key for d in dims]
     for values in itertools.product(*(d.all() for d in dims)):
-        yield dict(zip(keys, values, strict=True))
+        yield assemble(dims, values)
 
 
 def _add(config: Config, seen: set[str], out: list[Config]) -> bool:
@@ -230,7 +306,7 @@ def draw(dims: Sequence[Dimension], rng: random.Random, n: int, seen: set[str]) 
     if not (listable and count is not None and count <= 2 * (n + len(seen))):
         misses = 0
         while len(out) < n and misses < MAX_MISSES:
-            misses = 0 if _add({d.key: d.sample(rng) for d in dims}, seen, out) else misses + 1
+            misses = 0 if _add(assemble(dims, [d.sample(rng) for d in dims]), seen, out) else misses + 1
     if len(out) < n and listable:
         rest = [c for c in enumerate_space(dims) if config_key(c) not in seen]
         rng.shuffle(rest)
@@ -421,7 +497,7 @@ class GuidedSweep(RandomSweep):
             child = dict(parent)
             changes = 2 if rng.random() < TWO_KEY_SHARE else 1
             for dim in rng.sample(movable, min(len(movable), changes)):
-                child[dim.key] = dim.neighbour(parent.get(dim.key), rng)
+                put_value(child, dim, dim.neighbour(get_value(parent, dim), rng))
             _add(child, self.tried, out)
         return out
 

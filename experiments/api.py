@@ -13,9 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from engine.runner import RunFailure
-from experiments import export
+from experiments import definition, export
 from experiments.dataset_import import DatasetImportError, read_dataset, write_rows
 from experiments.models import Experiment, ExperimentFrozen, Sweep
+from experiments.promptfoo import import_promptfoo
 from experiments.report import report_markdown
 from experiments.serializers import (
     DatasetImportResultSerializer,
@@ -27,7 +28,9 @@ from experiments.serializers import (
     JudgeAgreementSerializer,
     ReportSerializer,
 )
+from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
+from projects.models import Project, Role
 from runs.judging import judges
 from runs.serializers import (
     SweepEstimateSerializer,
@@ -97,6 +100,46 @@ class ExportYAMLRenderer(ExportRenderer):
 class ExportEnvRenderer(ExportRenderer):
     format = "env"
     media_type = export.FORMATS[format][1]
+
+
+class DefinitionRenderer(renderers.BaseRenderer):
+    """An experiment definition file (and an error as the same format)."""
+
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        return definition.dump(json.loads(renderers.JSONRenderer().render(data)), self.format).encode()
+
+
+class DefinitionYAMLRenderer(DefinitionRenderer):
+    format = "yaml"
+    media_type = "application/yaml"
+
+
+class DefinitionJSONRenderer(DefinitionRenderer):
+    format = "json"
+    media_type = "application/json"
+
+
+class PromptfooRenderer(renderers.JSONRenderer):
+    """`?format=promptfoo` chooses what the import reads; the answer is JSON either way."""
+
+    format = "promptfoo"
+
+
+def import_project(request: Request) -> Project:
+    """`?project=`, or the caller's only project; an editor's role there."""
+    chosen = request.query_params.get("project")
+    if chosen is None:
+        mine = list(visible(Project.objects.all(), request.user)[:2])
+        if len(mine) != 1:
+            raise serializers.ValidationError({"project": ["Say which project: ?project=<id>."]})
+        chosen = mine[0].pk
+    if not str(chosen).isdigit():
+        raise serializers.ValidationError({"project": ["A project id is a number."]})
+    return get_for_user(Project, request.user, Role.EDITOR, pk=chosen)
 
 
 def dataset_upload(request: Request) -> tuple[bytes | str, str, str]:
@@ -230,6 +273,67 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str | None = None) -> Response:
         return self._steer(stop_sweep)
+
+    # -- experiments as code ----------------------------------------------------------
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["yaml", "json"], description="Default yaml.")],
+        responses={
+            (200, "application/yaml"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+        },
+        description="The experiment as a definition file: name, description, endpoint, pipeline, "
+        "dataset, parameter space, scorers and sweep defaults. Importing it gives the same experiment.",
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[DefinitionYAMLRenderer, DefinitionJSONRenderer])
+    def definition(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        fmt = request.accepted_renderer.format
+        filename = definition.filename_of(experiment, fmt)
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return Response(definition.definition_of(experiment), headers=headers)
+
+    @extend_schema(
+        request={"application/yaml": OpenApiTypes.STR, "application/json": OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("project", int, description="Default: your only project."),
+            OpenApiParameter("format", str, enum=["promptfoo"], description="A promptfoo config."),
+            OpenApiParameter("update", bool, description="Replace the experiment of that name."),
+        ],
+        responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
+        description="Create an experiment from a definition file (the raw body, YAML or JSON), or "
+        "from a promptfoo config with ?format=promptfoo. `unmapped` lists what could not be imported, "
+        "with its location. A bad file is a 400 naming the line and the field.",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="import",
+        url_name="import",
+        parser_classes=[RawBodyParser],
+        renderer_classes=[renderers.JSONRenderer, PromptfooRenderer],
+    )
+    def import_(self, request: Request) -> Response:
+        project = import_project(request)
+        update = request.query_params.get("update", "").lower() in ("1", "true", "yes")
+        text = request.data.decode("utf-8", errors="replace") if isinstance(request.data, bytes) else ""
+        try:
+            if request.accepted_renderer.format == "promptfoo":
+                may_create = Role(project.member_role).allows(Role.ADMIN)
+                imported = import_promptfoo(
+                    text, project, request.user, update=update, create_endpoints=may_create
+                )
+            else:
+                source = definition.load_definition(text, "request body")
+                imported = definition.import_definition(source, project, request.user, update)
+        except definition.DefinitionError as exc:
+            raise serializers.ValidationError(exc.as_dict()) from None
+        body = {
+            "id": imported.experiment.pk,
+            "name": imported.experiment.name,
+            "created": imported.created,
+            "unmapped": imported.notes,
+        }
+        return Response(body, status=status.HTTP_201_CREATED if imported.created else status.HTTP_200_OK)
 
     # -- results --------------------------------------------------------------------
     @extend_schema(

@@ -32,6 +32,9 @@ class Experiment(models.Model):
     parameter_space = models.JSONField(default=dict, blank=True)
     # [{type, weight, config, name?}, ...]
     scorers = models.JSONField(default=list, blank=True)
+    # What `run_sweep` and a definition file launch when not told otherwise:
+    # {type, n_samples, seed, repeats, max_concurrent, max_tokens, options}
+    sweep_defaults = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from engine.scorers import validate_scorer
+from engine.sweep import OBJECT_PARAMS, SweepError, is_linked, parse_space
 from engine.templates import ENV as TEMPLATE_ENV
 from engine.templates import check_limits, parse_template, template_variables
 from engine.types import EngineError
@@ -62,7 +63,9 @@ def validate_parameter_space(space: Any, stage_names: set[str]) -> None:
         raise ValidationError({"parameter_space": "The parameter space must be an object."})
     for key, values in space.items():
         validate_space_key(key, stage_names)
-        if isinstance(values, list):
+        if is_linked(key, values):
+            validate_bundles(key, values, stage_names)
+        elif isinstance(values, list):
             if not values:
                 raise ValidationError({"parameter_space": f"'{key}' has an empty list of values."})
             if key.endswith((".system", ".user")):
@@ -74,6 +77,28 @@ def validate_parameter_space(space: Any, stage_names: set[str]) -> None:
             raise ValidationError(
                 {"parameter_space": f"'{key}' must be a list of values or a range {{min, max}}."}
             )
+
+    try:  # what only the whole space shows: a parameter set by a bundle and by another dimension
+        parse_space(space)
+    except SweepError as exc:
+        raise ValidationError({"parameter_space": str(exc)}) from None
+
+
+def validate_bundles(key: str, bundles: list[dict], stage_names: set[str]) -> None:
+    """A linked dimension: each bundle's keys are parameter names like any other."""
+    for n, bundle in enumerate(bundles, start=1):
+        if not bundle:
+            raise ValidationError({"parameter_space": f"'{key}' bundle {n} is empty."})
+        for name, value in bundle.items():
+            validate_space_key(name, stage_names)
+            if isinstance(value, (list, dict)) and name.rsplit(".", 1)[-1] not in OBJECT_PARAMS:
+                raise ValidationError(
+                    {
+                        "parameter_space": f"'{key}' bundle {n}: '{name}' must be one value, not a list or object."
+                    }
+                )
+            if name.endswith((".system", ".user")) or name in ("system", "user"):
+                check_template(value, f"'{key}' bundle {n} '{name}'", "parameter_space")
 
 
 def validate_space_key(key: str, stage_names: set[str]) -> None:

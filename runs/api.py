@@ -2,8 +2,10 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F, QuerySet
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -14,6 +16,7 @@ from experiments.models import Experiment, Sweep
 from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project
+from runs import results
 from runs.bridge import cache_table_stats
 from runs.compare import compare_runs
 from runs.leaderboard import RatingRefused, leaderboard, record_rating
@@ -56,6 +59,27 @@ def query(serializer_class: type, request: Request) -> dict[str, Any]:
 
 
 # -- runs ---------------------------------------------------------------------------
+class StreamRenderer(renderers.BaseRenderer):
+    """What a streamed export answers with; only errors pass through here, as JSON."""
+
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        return renderers.JSONRenderer().render(data)
+
+
+class CSVStreamRenderer(StreamRenderer):
+    format = "csv"
+    media_type = "text/csv"
+
+
+class JSONLStreamRenderer(StreamRenderer):
+    format = "jsonl"
+    media_type = "application/x-ndjson"
+
+
 def filtered_runs(runs: QuerySet[Run], params: dict[str, Any]) -> QuerySet[Run]:
     lookups = {
         "experiment": "experiment_id",
@@ -172,6 +196,33 @@ class RunViewSet(
                 {"b": "Run b belongs to another experiment; compare runs of one experiment."}
             )
         return Response(ComparisonSerializer(compare_runs(a, b)).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("sweep", int, required=True),
+            OpenApiParameter("format", str, enum=list(results.FORMATS), description="Default csv."),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
+        description="Every run x dataset row of a sweep, streamed: configuration, input, output, "
+        "each score, tokens and latency. Formula-looking CSV cells are neutralised.",
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="export",
+        url_name="export",
+        renderer_classes=[CSVStreamRenderer, JSONLStreamRenderer],
+        pagination_class=None,
+    )
+    def export(self, request: Request) -> StreamingHttpResponse:
+        sweep_id = request.query_params.get("sweep", "")
+        if not sweep_id.isdigit():
+            raise serializers.ValidationError({"sweep": ["Give the sweep's id: ?sweep=<id>."]})
+        sweep = get_for_user(Sweep.objects.select_related("experiment"), request.user, pk=sweep_id)
+        fmt = request.accepted_renderer.format
+        response = StreamingHttpResponse(results.stream(sweep, fmt), content_type=results.FORMATS[fmt])
+        response["Content-Disposition"] = f'attachment; filename="sweep-{sweep.pk}.{fmt}"'
+        return response
 
 
 # -- sweeps -------------------------------------------------------------------------

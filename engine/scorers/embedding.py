@@ -136,6 +136,12 @@ class EmbeddingScorer(BaseScorer):
     @dataclasses.dataclass
     class Options:
         model: str = ""
+        threshold: float | None = None
+
+    def check_options(self) -> None:
+        threshold = self.options.threshold
+        if threshold is not None and not -1 <= threshold <= 1:
+            raise self.config_error(f"threshold is a cosine, between -1 and 1; got {threshold}")
 
     def model_for(self, context: ScoreContext) -> str:
         if self.options.model:
@@ -159,4 +165,7 @@ class EmbeddingScorer(BaseScorer):
         )
         similarity = cosine(out_vec, ref_vec)
         details = {"cosine": similarity, "model": model}
-        return self.outcome(max(0.0, min(1.0, similarity or 0.0)), details)
+        value = max(0.0, min(1.0, similarity or 0.0))
+        if self.options.threshold is not None:
+            value = float((similarity or 0.0) >= self.options.threshold)
+        return self.outcome(value, details)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Literal
 
 from engine.scorers.base import BaseScorer, register_scorer
 from engine.types import ScoreContext, ScoreOutcome, ScorerError
@@ -22,6 +22,14 @@ class KeywordScorer(BaseScorer):
     `{{ reference }}` for the item's reference answer. `whole_word` matches only
     where the keyword is not flanked by letters or digits (any script); scripts
     written without spaces, like Japanese, rarely have such boundaries.
+
+    `match` says what "appears" means: `contains` (the default), `equals` (the
+    whole output, surrounding whitespace ignored), `starts_with`, or `regex` (each
+    keyword is a pattern; field values put into one are matched literally).
+    `mode` turns the fraction into a pass/fail: `all` is 1 only when every
+    condition holds, `any` when one does. With `skip_missing`, an item whose
+    referenced field is missing or empty gets no score from this scorer instead of
+    an error (a check that applies to some rows only, as promptfoo's per-test asserts).
     """
 
     type = "keyword"
@@ -33,6 +41,9 @@ class KeywordScorer(BaseScorer):
         required_absent: list[str] = dataclasses.field(default_factory=list)
         case_sensitive: bool = False
         whole_word: bool = False
+        match: Literal["contains", "equals", "starts_with", "regex"] = "contains"
+        mode: Literal["fraction", "all", "any"] = "fraction"
+        skip_missing: bool = False
 
     def check_options(self) -> None:
         keywords = self.options.required_present + self.options.required_absent
@@ -47,9 +58,23 @@ class KeywordScorer(BaseScorer):
                     f"keyword {keyword!r}: only simple field references like "
                     "'{{ capital }}' or '{{ reference }}' are supported"
                 )
+            if self.options.match == "regex":
+                self.check_pattern(keyword)
+        if self.options.whole_word and self.options.match != "contains":
+            raise self.config_error("whole_word applies to match 'contains' only; remove it or change match")
+
+    def check_pattern(self, keyword: str) -> None:
+        try:
+            re.compile(REFERENCE_RE.sub("x", keyword))
+        except re.error as error:
+            raise self.config_error(
+                f"pattern {keyword!r} is not a valid regular expression: {error}"
+            ) from None
 
     def evaluate(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:
         text = unicodedata.normalize("NFC", output)
+        if self.options.skip_missing and self.lacks_fields(input_data, context):
+            return self.outcome(None, {"skipped": "the item lacks a field this check refers to"})
         present = [self.resolve(k, input_data, context) for k in self.options.required_present]
         absent = [self.resolve(k, input_data, context) for k in self.options.required_absent]
         missing = [k for k in present if not self.found(k, text)]
@@ -57,11 +82,25 @@ class KeywordScorer(BaseScorer):
         total = len(present) + len(absent)
         satisfied = total - len(missing) - len(unexpected)
         details = {"missing": missing, "unexpected": unexpected, "satisfied": satisfied, "total": total}
-        return self.outcome(satisfied / total, details)
+        return self.outcome(self.combine(satisfied, total), details)
+
+    def combine(self, satisfied: int, total: int) -> float:
+        if self.options.mode == "all":
+            return float(satisfied == total)
+        if self.options.mode == "any":
+            return float(satisfied > 0)
+        return satisfied / total
+
+    def lacks_fields(self, input_data: dict, context: ScoreContext) -> bool:
+        keywords = self.options.required_present + self.options.required_absent
+        names = {m.group(1) for k in keywords for m in REFERENCE_RE.finditer(k)}
+        values = {n: context.reference if n == "reference" else input_data.get(n) for n in names}
+        return any(v is None or not str(v).strip() for v in values.values())
 
     def resolve(self, keyword: str, input_data: dict, context: ScoreContext) -> str:
         def field_value(match: re.Match[str]) -> str:
-            return self.field_text(match.group(1), input_data, context)
+            text = self.field_text(match.group(1), input_data, context)
+            return re.escape(text) if self.options.match == "regex" else text
 
         return unicodedata.normalize("NFC", REFERENCE_RE.sub(field_value, keyword))
 
@@ -84,7 +123,14 @@ class KeywordScorer(BaseScorer):
         return text
 
     def found(self, keyword: str, text: str) -> bool:
-        pattern = re.escape(keyword)
+        pattern = keyword if self.options.match == "regex" else re.escape(keyword)
+        if self.options.match == "equals":
+            pattern = rf"\s*{pattern}\s*"
+            return (
+                re.fullmatch(pattern, text, 0 if self.options.case_sensitive else re.IGNORECASE) is not None
+            )
+        if self.options.match == "starts_with":
+            pattern = rf"\A{pattern}"
         if self.options.whole_word:
             # Lookarounds rather than \b, so keywords that start or end with
             # punctuation ("C++") still match as whole words.

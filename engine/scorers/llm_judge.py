@@ -163,6 +163,10 @@ class LLMJudgeScorer(BaseScorer):
     and the spread (std over the k) is recorded. Calls go through the response
     cache; tokens of uncached calls are reported for the sweep budget. When no
     reply holds a rating, ScorerCallError carries the replies and the tokens.
+    With `threshold` (0-1) the score is a pass/fail: 1 when (mean rating - 1) / 9
+    reaches it, else 0 (promptfoo's `llm-rubric` threshold). With `only_if_field`,
+    items whose field of that name is missing or empty get no score and no call
+    (a rubric that applies to some rows only).
     """
 
     type = "llm_judge"
@@ -178,6 +182,8 @@ class LLMJudgeScorer(BaseScorer):
         max_tokens: int = 32
         samples: int = 1  # times the judge is asked per output
         structured: bool = True  # ask for JSON-schema output where the adapter can
+        threshold: float | None = None
+        only_if_field: str = ""
 
     def __init__(self, config: dict[str, Any] | None = None, name: str = ""):
         self.template: jinja2.Template | None = None
@@ -193,6 +199,9 @@ class LLMJudgeScorer(BaseScorer):
             raise self.config_error(f"max_tokens must be 1 or more, got {self.options.max_tokens}")
         if not 1 <= self.options.samples <= MAX_SAMPLES:
             raise self.config_error(f"samples must be from 1 to {MAX_SAMPLES}, got {self.options.samples}")
+        threshold = self.options.threshold
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise self.config_error(f"threshold must be between 0 and 1, got {threshold}")
         self.template = self.compile_prompt(self.options.prompt)
 
     def compile_prompt(self, prompt: str) -> jinja2.Template:
@@ -233,6 +242,9 @@ class LLMJudgeScorer(BaseScorer):
             raise self.config_error(f"prompt failed to render: {error}") from None
 
     async def score_async(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:
+        field = self.options.only_if_field
+        if field and not str(input_data.get(field) or "").strip():
+            return self.outcome(None, {"skipped": f"the item has no '{field}'"})
         if context.llm is None:
             raise ScorerError(f"{self.label} needs an LLM client in the score context")
         endpoint = self.resolve_endpoint(context)
@@ -293,7 +305,10 @@ class LLMJudgeScorer(BaseScorer):
         rating = statistics.fmean(parsed)
         spread = statistics.pstdev(parsed) if len(parsed) > 1 else None
         details.update(rating=rating, spread=spread, unparsed=len(errors))
-        return self.outcome((rating - 1) / 9, details, tokens_in, tokens_out, spread)
+        value = (rating - 1) / 9
+        if self.options.threshold is not None:
+            value = float(value >= self.options.threshold)
+        return self.outcome(value, details, tokens_in, tokens_out, spread)
 
 
 def read_ratings(texts: list[str]) -> tuple[list[float | None], list[str]]:
