@@ -8,7 +8,8 @@
   in the project, without a key, when missing.
 - `tests` (inline, CSV or JSONL files, `defaultTest`) become dataset rows;
   assertions become scorers. An assertion whose value differs between tests
-  reads it from a dataset column (`assert_<n>`) and skips rows without it.
+  (and every `similar`) reads it from a dataset column (`assert_<n>`) and skips
+  rows without it.
 
 What cannot be mapped is returned as a Note with its location, never dropped.
 """
@@ -203,7 +204,7 @@ def read_tests(config: dict, base: Path | None, notes: list[Note]) -> list[Test]
     defaults = [(a, f"defaultTest.assert[{i}]") for i, a in enumerate(default.get("assert") or [])]
     tests = []
     for raw, where in test_entries(config.get("tests") or [], base, notes):
-        for key in sorted(set(raw) - {"vars", "assert", "description"}):
+        for key in sorted(set(raw) - {"vars", "assert"}):
             notes.append(Note(f"{where}.{key}", key, "not imported"))
         own = [(a, f"{where}.assert[{i}]") for i, a in enumerate(raw.get("assert") or [])]
         for variables in expand_vars({**(default.get("vars") or {}), **(raw.get("vars") or {})}):
@@ -307,9 +308,12 @@ def scorer_for(assertion: dict, value: Any) -> dict[str, Any] | None:
             if isinstance(value, dict)
             else None
         )
-    if kind == "similar":
+    if kind == "similar" and isinstance(value, str):
+        field = re.fullmatch(r"\{\{\s*(assert_\d+)\s*\}\}", value)
+        if field is None:  # the text to compare with is read from a column, never inline
+            return {"type": "embedding", "config": {}}
         threshold = assertion.get("threshold", SIMILAR_THRESHOLD)
-        return {"type": "embedding", "config": {"threshold": threshold}}
+        return {"type": "embedding", "config": {"threshold": threshold, "reference_field": field[1]}}
     if kind == "llm-rubric" and isinstance(value, str):
         config: dict[str, Any] = {"prompt": rubric_prompt(value)}
         if "threshold" in assertion:
@@ -375,22 +379,36 @@ def group_scorer(group: Group, n: int, rows: list[dict], total: int, notes: list
         **({"threshold": group.threshold} if group.threshold is not None else {}),
     }
     distinct = {json.dumps(v, sort_keys=True) for v in group.values.values()}
-    if group.kind == "similar":
-        for t, value in group.values.items():
-            rows[t]["reference"] = str(value)
-        return scorer_for(assertion, None)
-    if len(distinct) == 1 and len(group.values) == total:
+    if len(distinct) == 1 and group.kind != "similar" and len(group.values) == total:
         return scorer_for(assertion, next(iter(group.values.values())))
-    if not all(isinstance(v, str) for v in group.values.values()):
-        notes.append(Note(group.where, group.kind, "its list or object value differs between tests"))
+    placeholder = columns_for(group, n, rows)
+    if placeholder is None:
+        notes.append(
+            Note(group.where, group.kind, "its value differs between tests in a way no column holds")
+        )
         return None
-    column = f"assert_{n}"
-    for t, value in group.values.items():
-        rows[t]["input"][column] = value
-    scorer = scorer_for(assertion, "{{ " + column + " }}")
+    scorer = scorer_for(assertion, placeholder)
     if scorer and scorer["type"] == "keyword":
         scorer["config"]["skip_missing"] = True
+    if scorer and scorer["type"] == "llm_judge":
+        scorer["config"]["only_if_field"] = f"assert_{n}"
     return scorer
+
+
+def columns_for(group: Group, n: int, rows: list[dict]) -> str | list[str] | None:
+    """Put each test's value in dataset columns; the placeholder the scorer reads them by.
+    Text goes in `assert_<n>`; lists of one length element-wise in `assert_<n>_<k>`."""
+    values = list(group.values.values())
+    if all(isinstance(v, str) for v in values):
+        for t, value in group.values.items():
+            rows[t]["input"][f"assert_{n}"] = value
+        return "{{ assert_" + str(n) + " }}"
+    lengths = {len(v) if isinstance(v, list) else -1 for v in values}
+    if len(lengths) != 1 or -1 in lengths or not all(isinstance(x, str) for v in values for x in v):
+        return None
+    for t, value in group.values.items():
+        rows[t]["input"].update({f"assert_{n}_{k}": x for k, x in enumerate(value, start=1)})
+    return ["{{ assert_" + f"{n}_{k}" + " }}" for k in range(1, lengths.pop() + 1)]
 
 
 # -- the whole config ---------------------------------------------------------------
@@ -433,13 +451,14 @@ def import_promptfoo(
     create_endpoints: bool = True,
 ) -> Imported:
     """`create_endpoints=False` (a caller below admin) refuses a config that needs new endpoints."""
-    config = load_definition(text, file).data
+    source = load_definition(text, file)
     stem = Path(file).stem if file else ""
     with transaction.atomic():
         try:
-            converted = convert(config, project, base, stem)
+            converted = convert(source.data, project, base, stem)
         except DefinitionError as exc:
-            raise DefinitionError(exc.message, exc.field, exc.line, file) from None
+            line = exc.line or source.line(tuple(exc.field.split(".")[:1]))
+            raise DefinitionError(exc.message, exc.field, line, file) from None
         if converted.endpoints and not create_endpoints:
             urls = ", ".join(url for _, url in converted.endpoints)
             raise PermissionDenied(f"The config needs new endpoints ({urls}); that takes the admin role.")

@@ -137,6 +137,7 @@ class EmbeddingScorer(BaseScorer):
     class Options:
         model: str = ""
         threshold: float | None = None
+        reference_field: str = ""
 
     def check_options(self) -> None:
         threshold = self.options.threshold
@@ -149,7 +150,16 @@ class EmbeddingScorer(BaseScorer):
         return context.endpoint.embedding_model if context.endpoint else ""
 
     async def score_async(self, input_data: dict, output: str, context: ScoreContext) -> ScoreOutcome:
-        if not context.reference.strip():
+        field = self.options.reference_field
+        if field:
+            target = str(input_data.get(field) or "")
+            if not target.strip():
+                return self.outcome(None, {"skipped": f"the item has no '{field}'"})
+            return await self.compare(output, target, context)
+        return await self.compare(output, context.reference, context)
+
+    async def compare(self, output: str, reference: str, context: ScoreContext) -> ScoreOutcome:
+        if not reference.strip():
             raise ScorerError(
                 f"{self.label} needs a reference: give the dataset items a reference "
                 "answer, or use another scorer",
@@ -160,9 +170,7 @@ class EmbeddingScorer(BaseScorer):
         if context.llm is None:
             raise ScorerError(f"{self.label} needs an LLM client in the score context")
         model = self.model_for(context)
-        out_vec, ref_vec = await CACHE.embed(
-            context.llm, context.endpoint, model, [output, context.reference]
-        )
+        out_vec, ref_vec = await CACHE.embed(context.llm, context.endpoint, model, [output, reference])
         similarity = cosine(out_vec, ref_vec)
         details = {"cosine": similarity, "model": model}
         value = max(0.0, min(1.0, similarity or 0.0))

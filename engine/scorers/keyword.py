@@ -25,7 +25,7 @@ class KeywordScorer(BaseScorer):
 
     `match` says what "appears" means: `contains` (the default), `equals` (the
     whole output, surrounding whitespace ignored), `starts_with`, or `regex` (each
-    keyword is a pattern; field values put into one are matched literally).
+    keyword is a pattern, and field values put into one are pattern text too).
     `mode` turns the fraction into a pass/fail: `all` is 1 only when every
     condition holds, `any` when one does. With `skip_missing`, an item whose
     referenced field is missing or empty gets no score from this scorer instead of
@@ -99,8 +99,7 @@ class KeywordScorer(BaseScorer):
 
     def resolve(self, keyword: str, input_data: dict, context: ScoreContext) -> str:
         def field_value(match: re.Match[str]) -> str:
-            text = self.field_text(match.group(1), input_data, context)
-            return re.escape(text) if self.options.match == "regex" else text
+            return self.field_text(match.group(1), input_data, context)
 
         return unicodedata.normalize("NFC", REFERENCE_RE.sub(field_value, keyword))
 
@@ -123,17 +122,19 @@ class KeywordScorer(BaseScorer):
         return text
 
     def found(self, keyword: str, text: str) -> bool:
-        pattern = keyword if self.options.match == "regex" else re.escape(keyword)
+        flags = 0 if self.options.case_sensitive else re.IGNORECASE
+        if self.options.match == "regex":
+            try:
+                return re.search(keyword, text, flags) is not None
+            except re.error as error:  # a pattern made from an item's field
+                raise ScorerError(f"{self.label}: pattern {keyword!r} is not valid: {error}") from None
+        pattern = re.escape(keyword)
         if self.options.match == "equals":
-            pattern = rf"\s*{pattern}\s*"
-            return (
-                re.fullmatch(pattern, text, 0 if self.options.case_sensitive else re.IGNORECASE) is not None
-            )
+            return re.fullmatch(rf"\s*{pattern}\s*", text, flags) is not None
         if self.options.match == "starts_with":
             pattern = rf"\A{pattern}"
         if self.options.whole_word:
             # Lookarounds rather than \b, so keywords that start or end with
             # punctuation ("C++") still match as whole words.
             pattern = rf"(?<!\w){pattern}(?!\w)"
-        flags = 0 if self.options.case_sensitive else re.IGNORECASE
         return re.search(pattern, text, flags) is not None
