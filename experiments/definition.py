@@ -116,23 +116,25 @@ class Source:
     root: yaml.Node | None = None
 
     def line(self, path: Path_) -> int | None:
+        """Where the key (or the list entry) at `path` starts; its parent's line if it is absent."""
         node, found = self.root, None
         for part in path:
-            node = _child(node, part)
-            if node is None:
+            step = _child(node, part)
+            if step is None:
                 break
-            found = node.start_mark.line + 1
+            mark, node = step
+            found = mark.line + 1
         return found
 
     def error(self, message: str, path: Path_ = (), field: str = "") -> DefinitionError:
         return DefinitionError(message, field or ".".join(str(p) for p in path), self.line(path), self.file)
 
 
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Mark, yaml.Node] | None:
     if isinstance(node, yaml.MappingNode):
-        return next((v for k, v in node.value if k.value == part), None)
+        return next(((k.start_mark, v) for k, v in node.value if k.value == part), None)
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        return node.value[part].start_mark, node.value[part]
     return None
 
 
@@ -224,9 +226,9 @@ def _path_of(key: str, message: str, data: dict) -> Path_:
     numbered = re.match(r"(?:Scorer|stage) (\d+)", message)
     if numbered:
         return (key, int(numbered[1]) - 1)
-    quoted = re.match(r"(?:Stage )?'([^']+)'", message)
+    quoted = re.match(r"(?:Stage )?'([^']+)'( bundle (\d+))?", message)
     if quoted and key == "parameter_space" and quoted[1] in (data.get(key) or {}):
-        return (key, quoted[1])
+        return (key, quoted[1], int(quoted[3]) - 1) if quoted[3] else (key, quoted[1])
     if quoted and key == "pipeline":
         names = [s.get("name") if isinstance(s, dict) else None for s in data.get(key) or []]
         return (key, names.index(quoted[1])) if quoted[1] in names else (key,)

@@ -67,6 +67,9 @@ class StreamRenderer(renderers.BaseRenderer):
     def render(
         self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
     ) -> bytes:
+        response = (renderer_context or {}).get("response")
+        if response is not None:  # an error: say it is JSON
+            response["Content-Type"] = "application/json"
         return renderers.JSONRenderer().render(data)
 
 
@@ -200,7 +203,7 @@ class RunViewSet(
     @extend_schema(
         parameters=[
             OpenApiParameter("sweep", int, required=True),
-            OpenApiParameter("format", str, enum=list(results.FORMATS), description="Default csv."),
+            OpenApiParameter("format", str, enum=sorted(results.FORMATS), description="Default csv."),
         ],
         responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
         description="Every run x dataset row of a sweep, streamed: configuration, input, output, "

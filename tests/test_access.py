@@ -54,6 +54,8 @@ QUERIES = {
     "run-compare": "?a={run}&b={run}",
     "ui:compare": "?a={run}&b={run}",
     "cache-stats": "?project={project}",
+    "run-export": "?sweep={sweep}",
+    "experiment-import": "?project={project}",
 }
 # Routes that reach no project's object: anyone logged in may use them, and what
 # they answer is checked for the mark like everything else.
@@ -232,7 +234,14 @@ def team_members():
 def test_every_route_is_driven(team):
     routes = all_routes(team["ids"])
     names = {r.name for r in routes}
-    assert {"experiment-sweep", "ui:run", "project-member", "ui:members"} <= names
+    assert {
+        "experiment-sweep",
+        "ui:run",
+        "project-member",
+        "ui:members",
+        "run-export",
+        "experiment-import",
+    } <= names
     assert not (UNSCOPED - names), f"UNSCOPED names routes that no longer exist: {UNSCOPED - names}"
 
 

@@ -1,0 +1,107 @@
+"""The definition file over the API: GET .../definition/ writes it, POST .../import/ reads it
+(or a promptfoo config with ?format=promptfoo)."""
+
+import json
+
+import pytest
+import yaml
+
+from endpoints.models import Endpoint
+from experiments.definition import definition_of
+from experiments.models import Experiment
+from projects.models import Project, Role
+from tests.factories import add_member, make_endpoint, make_experiment, team_project
+
+pytestmark = pytest.mark.django_db
+
+LINKED = {
+    "provider": [{"model": "stub-small", "temperature": 0.2}, {"model": "stub-large", "temperature": 0.7}],
+    "answer.user": ["Capital of {{ country }}?", "Name the capital of {{ country }}."],
+}
+
+
+@pytest.fixture
+def experiment(alice):
+    return make_experiment(
+        make_endpoint("local"),
+        description="Capitals, linked",
+        parameter_space=LINKED,
+        sweep_defaults={"type": "grid", "max_tokens": 9000},
+    )
+
+
+def import_(client, body: str, query: str = ""):
+    return client.post(f"/api/experiments/import/{query}", body, content_type="application/yaml")
+
+
+def test_the_definition_is_yaml_by_default_and_json_on_request(api, experiment):
+    response = api.get(f"/api/experiments/{experiment.pk}/definition/")
+    assert response["Content-Type"] == "application/yaml; charset=utf-8"
+    assert 'filename="capitals.yaml"' in response["Content-Disposition"]
+    assert yaml.safe_load(response.content) == definition_of(experiment)
+    response = api.get(f"/api/experiments/{experiment.pk}/definition/?format=json")
+    assert json.loads(response.content) == definition_of(experiment)
+
+
+def test_exported_then_imported_into_another_project_it_is_the_same_experiment(api, alice, experiment):
+    other = Project.create_for(alice, "Elsewhere")
+    make_endpoint("local", project=other)
+    text = api.get(f"/api/experiments/{experiment.pk}/definition/").content.decode()
+    response = import_(api, text, f"?project={other.pk}")
+    assert response.status_code == 201, response.json()
+    assert response.json()["created"] is True and response.json()["unmapped"] == []
+    copy = Experiment.objects.get(pk=response.json()["id"])
+    assert copy.project == other and definition_of(copy) == definition_of(experiment)
+
+
+def test_importing_again_needs_update(api, experiment):
+    text = api.get(f"/api/experiments/{experiment.pk}/definition/?format=json").content.decode()
+    refused = import_(api, text)
+    assert refused.status_code == 400 and "already has an experiment 'Capitals'" in refused.json()["name"][0]
+    changed = text.replace("Capitals, linked", "Capitals, relinked")
+    response = import_(api, changed, "?update=true")
+    assert response.status_code == 200 and response.json() == {
+        "id": experiment.pk,
+        "name": "Capitals",
+        "created": False,
+        "unmapped": [],
+    }
+    experiment.refresh_from_db()
+    assert experiment.description == "Capitals, relinked"
+
+
+def test_a_bad_definition_is_a_400_naming_the_field_and_the_line(api, experiment):
+    body = "name: New\npipeline:\n  - name: a\n    user: hi\nscorers:\n  - type: keyword\n    config: {}\n"
+    response = import_(api, body)
+    assert response.status_code == 400
+    assert response.json()["scorers"][0].startswith("request body:6: scorers: Scorer 1 (keyword)")
+
+
+def test_promptfoo_config_over_the_api_uses_the_projects_endpoint_and_lists_what_it_left(api, experiment):
+    config = (
+        "prompts: ['Capital of {{country}}?']\n"
+        "providers:\n  - id: openai:chat:stub-large\n    config: {apiBaseUrl: 'http://127.0.0.1:9/v1'}\n"
+        "tests:\n  - vars: {country: France}\n    assert:\n      - {type: javascript, value: 'output'}\n"
+    )
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert response.json()["unmapped"] == [
+        {"location": "tests[0].assert[0]", "item": "javascript", "reason": "no PromptLooper scorer does this"}
+    ]
+    imported = Experiment.objects.get(pk=response.json()["id"])
+    assert imported.endpoint == experiment.endpoint and Endpoint.objects.count() == 1
+
+
+def test_a_promptfoo_file_reference_cannot_come_over_the_api(api, alice):
+    response = import_(api, "prompts: [file://p.txt]\nproviders: [openai:gpt-4o]\n", "?format=promptfoo")
+    assert response.status_code == 400
+    assert "import the config from a file" in response.json()["prompts[0]"][0]
+
+
+def test_an_editor_may_import_but_not_create_endpoints(bob_api, bob, experiment):
+    config = "prompts: ['Hi {{ name }}']\nproviders: [openai:chat:gpt-4o-mini]\ntests: [{vars: {name: a}}]\n"
+    response = import_(bob_api, config, "?format=promptfoo")
+    assert response.status_code == 403 and "admin role" in response.json()["detail"]
+    assert not Endpoint.objects.filter(base_url__contains="openai").exists()
+    add_member(team_project(), bob, Role.VIEWER)
+    assert import_(bob_api, "name: x\npipeline: [{name: a, user: hi}]\n").status_code == 403
