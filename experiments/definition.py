@@ -239,18 +239,20 @@ def check_endpoint_names(source: Source, project: Any, fields: dict[str, Any]) -
     """Endpoints the parameter space and the judges name must exist in the project."""
     known = set(Endpoint.objects.filter(project=project).values_list("name", flat=True))
     for key, values in fields["parameter_space"].items():
-        choices = (
-            [v for b in values for k, v in b.items() if k.rsplit(".", 1)[-1] == "endpoint"]
-            if is_linked(key, values)
-            else (values if key.rsplit(".", 1)[-1] == "endpoint" and isinstance(values, list) else [])
-        )
-        for name in choices:
+        for name in endpoints_named(key, values):
             if name not in known:
                 raise source.error(f"no endpoint '{name}' in the project", ("parameter_space", key))
     for n, scorer in enumerate(fields["scorers"]):
         name = (scorer.get("config") or {}).get("endpoint")
         if name and name not in known:
             raise source.error(f"no endpoint '{name}' in the project", ("scorers", n))
+
+
+def endpoints_named(key: str, values: Any) -> list[Any]:
+    """The endpoint names a dimension can choose: its values, or its bundles' `endpoint` keys."""
+    if is_linked(key, values):
+        return [v for bundle in values for k, v in bundle.items() if k.rsplit(".", 1)[-1] == "endpoint"]
+    return values if key.rsplit(".", 1)[-1] == "endpoint" and isinstance(values, list) else []
 
 
 def sweep_defaults(source: Source) -> dict[str, Any]:
