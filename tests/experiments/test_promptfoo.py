@@ -9,7 +9,9 @@ import pytest
 
 from endpoints.models import Endpoint
 from experiments.definition import DefinitionError
+from experiments.export import exported_config
 from experiments.promptfoo import import_promptfoo
+from runs.leaderboard import leaderboard
 from runs.models import Run, RunStatus, Score
 from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_project
@@ -109,6 +111,10 @@ def test_several_prompts_and_providers_become_linked_bundles_on_one_endpoint(tmp
     winner = best(done)
     assert winner.config["model"] == "strong" and winner.weighted_score == 1.0
     assert Run.objects.filter(sweep=done, config__model="weak", weighted_score=0.0).count() == 5
+    # the leaderboard and the exported configuration see the bundles' parameters, flat
+    top = leaderboard(experiment, n=1)[0]["config"]
+    assert "provider" not in top and "prompt" not in top and top["temperature"] == 0.2
+    assert exported_config(winner)["stages"][0]["params"] == {"temperature": 0.2, "max_tokens": 64}
     # each row is scored by its own test's assertion only
     assert Score.objects.filter(run=winner, value__isnull=False).count() == 2
 
