@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from endpoints.models import Endpoint
-from engine.sweep import SWEEPS, is_linked
+from engine.sweep import SWEEPS, SweepError, build_sweep, is_linked
 from experiments.dataset_import import DatasetImportError, Row, has_nul, read_dataset, write_rows
 from experiments.models import Experiment, ExperimentFrozen
 from experiments.validation import validate_experiment
@@ -187,9 +187,9 @@ def parse(source: Source, project: Any) -> Parsed:
         "pipeline": data.get("pipeline"),
         "parameter_space": data.get("parameter_space") or {},
         "scorers": data.get("scorers") or [],
-        "sweep_defaults": sweep_defaults(source),
     }
     check_experiment(source, fields)
+    fields["sweep_defaults"] = sweep_defaults(source)  # after the space: a sweep plans over it
     check_endpoint_names(source, project, fields)
     return Parsed(fields, dataset_rows(source))
 
@@ -270,7 +270,25 @@ def sweep_defaults(source: Source) -> dict[str, Any]:
             raise source.error("must be a whole number", ("sweep", key))
     if not isinstance(sweep.get("options", {}), dict):
         raise source.error("must be an object", ("sweep", "options"))
+    if sweep:
+        check_launchable(source, sweep)
     return dict(sweep)
+
+
+def check_launchable(source: Source, sweep: dict[str, Any]) -> None:
+    """Defaults that could never launch (a grid over a range, a random sweep without
+    n_samples, an option the type lacks) are refused now rather than in CI."""
+    try:
+        build_sweep(
+            sweep.get("type", "grid"),
+            source.data.get("parameter_space") or {},
+            n_samples=sweep.get("n_samples"),
+            seed=sweep.get("seed"),
+            **(sweep.get("options") or {}),
+        )
+    except SweepError as exc:
+        key = exc.field if exc.field in sweep else "type"
+        raise source.error(str(exc), ("sweep", key)) from None
 
 
 def dataset_rows(source: Source) -> list[Row] | None:

@@ -188,6 +188,18 @@ def test_a_bad_scorer_names_the_file_the_line_and_the_field(tmp_path):
             "dataset.0",
             "row",
         ),
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space: {t: {min: 0, max: 1}}\nsweep:\n  type: grid\n",
+            5,
+            "sweep.type",
+            "A grid needs lists of values",
+        ),
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\nsweep:\n  type: random\n",
+            4,
+            "sweep.type",
+            "needs n_samples",
+        ),
     ],
 )
 def test_each_mistake_is_located(text, line, field, words):
