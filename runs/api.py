@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
@@ -223,7 +224,10 @@ class RunViewSet(
             raise serializers.ValidationError({"sweep": ["Give the sweep's id: ?sweep=<id>."]})
         sweep = get_for_user(Sweep.objects.select_related("experiment"), request.user, pk=sweep_id)
         fmt = request.accepted_renderer.format
-        response = StreamingHttpResponse(results.stream(sweep, fmt), content_type=results.FORMATS[fmt])
+        chunks = results.stream(sweep, fmt)
+        if isinstance(request._request, ASGIRequest):  # daphne: or Django would buffer it all
+            chunks = results.async_chunks(chunks)
+        response = StreamingHttpResponse(chunks, content_type=results.FORMATS[fmt])
         response["Content-Disposition"] = f'attachment; filename="sweep-{sweep.pk}.{fmt}"'
         return response
 

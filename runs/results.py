@@ -2,7 +2,9 @@
 
 Streamed in constant memory whatever the size: stage results are read in keyset
 pages of PAGE rows (run, item, sample, stage), and each page's scores and dataset
-rows are fetched for that page alone. A line carries the run's configuration,
+rows are fetched for that page alone. Under ASGI (daphne) the lines must come from
+an async iterator, or Django would gather them all into a list before sending:
+`async_chunks()` pulls each chunk through the ORM's thread. A line carries the run's configuration,
 the row's input and reference, the last stage's output, each scorer's value, the
 tokens of every stage and their latency summed. (No cost is recorded, so none is
 written.) CSV cells that a spreadsheet would run as a formula are neutralised.
@@ -12,17 +14,20 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q
 
 from experiments.models import DatasetItem, Sweep
 from runs.models import Run, Score, StageResult
 
 PAGE = 2000
+CHUNK_LINES = 500  # lines per chunk sent
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 FORMATS = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 Key = tuple[int, int | None, int]  # (run, item, sample)
@@ -179,4 +184,13 @@ def _cell(value: Any) -> Any:
 
 
 def stream(sweep: Sweep, fmt: str) -> Iterator[str]:
-    return csv_stream(sweep) if fmt == "csv" else jsonl_stream(sweep)
+    """The lines, CHUNK_LINES at a time."""
+    lines = csv_stream(sweep) if fmt == "csv" else jsonl_stream(sweep)
+    while chunk := "".join(itertools.islice(lines, CHUNK_LINES)):
+        yield chunk
+
+
+async def async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
+    """The same chunks for an ASGI server; the queries run in the ORM's (sync) thread."""
+    while (chunk := await sync_to_async(next)(chunks, None)) is not None:
+        yield chunk

@@ -144,6 +144,28 @@ def test_an_outsider_cannot_export_the_teams_sweep(experiment, client):
     assert outsider.get(f"/api/runs/export/?sweep={sweep.pk}").status_code == 404
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_under_asgi_the_lines_come_from_an_async_iterator_not_a_buffered_list(alice, recwarn):
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+    from django.test import AsyncClient
+
+    def setup():
+        experiment = make_experiment(make_endpoint(), pipeline=PIPELINE, scorers=[KEYWORD])
+        return add_sweep(experiment, runs=400)
+
+    sweep = await sync_to_async(setup)()
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    response = await client.get(f"/api/runs/export/?sweep={sweep.pk}&format=jsonl")
+    assert response.status_code == 200 and response.is_async
+    chunks = [chunk async for chunk in response.streaming_content]
+    # The ORM thread keeps a connection: PostgreSQL could not drop the test database.
+    await sync_to_async(connections.close_all)()
+    assert len(chunks) == 400 * 3 // 500 + 1 and sum(c.count(b"\n") for c in chunks) == 1200
+    assert not [w for w in recwarn if "StreamingHttpResponse" in str(w.message)]
+
+
 def peak_bytes(api, sweep: Sweep) -> tuple[int, int]:
     """Lines streamed and the peak Python memory while streaming them."""
     tracemalloc.start()
