@@ -327,6 +327,8 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
                 imported = definition.import_definition(source, project, request.user, update)
         except definition.DefinitionError as exc:
             raise serializers.ValidationError(exc.as_dict()) from None
+        except definition.DefinitionConflict as exc:
+            raise Conflict(str(exc)) from None
         body = {
             "id": imported.experiment.pk,
             "name": imported.experiment.name,

@@ -50,6 +50,10 @@ WHOLE_NUMBERS = ("n_samples", "seed", "repeats", "max_concurrent", "max_tokens")
 Path_ = tuple[str | int, ...]
 
 
+class DefinitionConflict(Exception):
+    """An update refused while a sweep runs on the experiment (HTTP 409)."""
+
+
 class DefinitionError(ValueError):
     """A definition that cannot be imported: `file:line: field: message`."""
 
@@ -362,7 +366,7 @@ def _update(source: Source, experiment: Experiment, parsed: Parsed) -> Experimen
     try:
         experiment.check_changeable(changing + (["its dataset"] if parsed.rows is not None else []))
     except ExperimentFrozen as exc:
-        raise source.error(str(exc), ("name",)) from None
+        raise DefinitionConflict(str(exc)) from None
     for key, value in parsed.fields.items():
         setattr(experiment, key, value)
     experiment.save()

@@ -207,9 +207,24 @@ def read_tests(config: dict, base: Path | None, notes: list[Note]) -> list[Test]
         for key in sorted(set(raw) - {"vars", "assert"}):
             notes.append(Note(f"{where}.{key}", key, "not imported"))
         own = [(a, f"{where}.assert[{i}]") for i, a in enumerate(raw.get("assert") or [])]
-        for variables in expand_vars({**(default.get("vars") or {}), **(raw.get("vars") or {})}):
-            tests.append(Test(variables, own + defaults))
+        variables = {**(default.get("vars") or {}), **(raw.get("vars") or {})}
+        for combination in expand_vars(var_files(variables, base, f"{where}.vars", notes)):
+            tests.append(Test(combination, own + defaults))
     return tests
+
+
+def var_files(variables: dict[str, Any], base: Path | None, where: str, notes: list[Note]) -> dict[str, Any]:
+    """A `file://` variable is the file's text, as promptfoo reads it (code files are not run)."""
+    out = dict(variables)
+    for name, value in variables.items():
+        if not (isinstance(value, str) and value.startswith("file://")):
+            continue
+        path = value.removeprefix("file://")
+        if base is None or path.endswith((".py", ".js", ".ts")):
+            notes.append(Note(f"{where}.{name}", value, "kept as text: a file variable needs a config file"))
+            continue
+        out[name] = read_relative(base, path, f"{where}.{name}")
+    return out
 
 
 def test_entries(tests: Any, base: Path | None, notes: list[Note]) -> list[tuple[dict, str]]:
@@ -349,17 +364,31 @@ def group_asserts(tests: list[Test], notes: list[Note]) -> list[Group]:
         seen: dict[str, int] = {}
         for assertion, where in test.asserts:
             kind = str(assertion.get("type", ""))
-            if scorer_for(assertion, assertion.get("value")) is None:
-                notes.append(Note(where, kind or "assertion", "no PromptLooper scorer does this"))
+            if not mappable(assertion, where, notes):
                 continue
-            for key in sorted(set(assertion) - {"type", "value", "weight", "threshold"}):
-                notes.append(Note(f"{where}.{key}", key, "not imported"))
             occurrence = seen[kind] = seen.get(kind, -1) + 1
             weight = float(assertion.get("weight", 1.0))
             key = (kind, weight, json.dumps(assertion.get("threshold")), occurrence)
             group = groups.setdefault(key, Group(kind, weight, assertion.get("threshold"), where=where))
             group.values[t] = assertion.get("value")
     return list(groups.values())
+
+
+def mappable(assertion: Any, where: str, notes: list[Note]) -> bool:
+    """Whether an assertion becomes a scorer; what of it does not is noted."""
+    kind = str(assertion.get("type", "")) if isinstance(assertion, dict) else ""
+    if not kind or scorer_for(assertion, assertion.get("value")) is None:
+        notes.append(Note(where, kind or "assertion", "no PromptLooper scorer does this"))
+        return False
+    weight = assertion.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+        notes.append(Note(f"{where}.weight", kind, "a weight is a number, 0 or more"))
+        return False
+    for key in sorted(set(assertion) - {"type", "value", "weight", "threshold"}):
+        notes.append(Note(f"{where}.{key}", key, "not imported"))
+    if "threshold" in assertion and kind not in ("similar", "llm-rubric"):
+        notes.append(Note(f"{where}.threshold", kind, "a threshold applies to similar and llm-rubric only"))
+    return True
 
 
 def scorers_and_rows(tests: list[Test], notes: list[Note]) -> tuple[list[dict], list[dict]]:

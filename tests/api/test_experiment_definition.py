@@ -105,3 +105,14 @@ def test_an_editor_may_import_but_not_create_endpoints(bob_api, bob, experiment)
     assert not Endpoint.objects.filter(base_url__contains="openai").exists()
     add_member(team_project(), bob, Role.VIEWER)
     assert import_(bob_api, "name: x\npipeline: [{name: a, user: hi}]\n").status_code == 403
+
+
+def test_an_update_while_a_sweep_runs_is_a_409_and_changes_nothing(api, experiment):
+    from experiments.models import Sweep, SweepStatus
+
+    Sweep.objects.create(experiment=experiment, status=SweepStatus.RUNNING)
+    text = api.get(f"/api/experiments/{experiment.pk}/definition/").content.decode()
+    response = import_(api, text.replace("Capitals, linked", "changed"), "?update=1")
+    assert response.status_code == 409 and "stop it before changing" in response.json()["detail"]
+    experiment.refresh_from_db()
+    assert experiment.description == "Capitals, linked"

@@ -345,3 +345,27 @@ def test_a_viewer_level_import_may_not_create_endpoints(tmp_path, stub):
     with pytest.raises(PermissionDenied, match="takes the admin role"):
         load(tmp_path, DEFAULT_TEST, stub, create_endpoints=False)
     assert not Endpoint.objects.exists()
+
+
+FILE_VARS = """\
+prompts: ["{{ context }} Capital of {{country}}?"]
+providers: [{id: "openai:chat:strong", config: {apiBaseUrl: STUB}}]
+tests:
+  - vars: {country: France, context: file://context.txt}
+    assert:
+      - {type: contains, value: Paris, threshold: 0.5}
+      - {type: icontains, value: paris, weight: heavy}
+"""
+
+
+def test_file_variables_are_read_and_stray_thresholds_and_bad_weights_are_listed(tmp_path, stub):
+    imported = load(tmp_path, FILE_VARS, stub, {"context.txt": "You know geography."})
+    assert list(imported.experiment.items.values_list("input", flat=True)) == [
+        {"country": "France", "context": "You know geography."}
+    ]
+    assert [(n["location"], n["reason"]) for n in imported.notes] == [
+        ("tests[0].assert[0].threshold", "a threshold applies to similar and llm-rubric only"),
+        ("tests[0].assert[1].weight", "a weight is a number, 0 or more"),
+    ]
+    assert [s["type"] for s in imported.experiment.scorers] == ["keyword"]
+    assert best(sweep(imported.experiment)).weighted_score == 1.0

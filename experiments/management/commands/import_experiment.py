@@ -49,7 +49,7 @@ class Command(BaseCommand):
                 imported = definition.import_definition(
                     definition.read_file(path), project, None, options["update"]
                 )
-        except definition.DefinitionError as exc:
+        except (definition.DefinitionError, definition.DefinitionConflict) as exc:
             raise CommandError(str(exc)) from None
         for note in imported.notes:
             self.stderr.write(f"not imported: {note['location']}: {note['item']} ({note['reason']})")
