@@ -146,7 +146,7 @@ def read_providers(config: dict, converted: Converted, project: Any) -> list[dic
 def provider_bundle(spec: dict, where: str, converted: Converted, project: Any) -> dict[str, Any] | None:
     pid = str(spec.get("id") or "")
     match = re.fullmatch(r"openai:(?:chat:)?([^:]+)", pid)
-    if not match:
+    if not match or match[1] in ("chat", "completion", "embedding", "embeddings"):  # no model named
         converted.notes.append(Note(where, pid, "only openai:chat:<model> and openai:<model> providers map"))
         return None
     for key in sorted(set(spec) - {"id", "label", "config"}):

@@ -333,7 +333,9 @@ def test_jsonl_tests_and_similarity_against_the_reference(tmp_path, stub):
 
 
 def test_a_config_without_a_usable_provider_is_refused_and_nothing_is_created(tmp_path, stub):
-    config = 'prompts: ["Hi {{ name }}"]\nproviders: ["bedrock:claude"]\ntests: [{vars: {name: a}}]\n'
+    config = (
+        'prompts: ["Hi {{ name }}"]\nproviders: ["bedrock:claude", openai:chat]\ntests: [{vars: {name: a}}]\n'
+    )
     with pytest.raises(DefinitionError, match=r"promptfooconfig.yaml:2: providers: no provider could be"):
         load(tmp_path, config, stub)
     assert not Endpoint.objects.exists()
