@@ -65,3 +65,9 @@ def test_a_list_of_objects_for_an_object_valued_parameter_stays_a_list_of_values
     formats = [{"type": "json_object"}, {"type": "text"}]
     configs = build_sweep("grid", {"response_format": formats}).initial_configs()
     assert configs == [{"response_format": formats[0]}, {"response_format": formats[1]}]
+
+
+def test_a_racing_sweep_races_whole_bundles():
+    configs = build_sweep("racing", {"provider": PROVIDERS, "top_p": [0.5, 1.0]}).initial_configs()
+    assert len(configs) == 4
+    assert all({k: c[k] for k in ("endpoint", "model", "temperature")} in PROVIDERS for c in configs)

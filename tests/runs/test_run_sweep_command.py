@@ -134,3 +134,12 @@ def test_with_redis_the_workers_run_the_sweep_and_the_gate_waits_for_them(llm_st
     sweep = Sweep.objects.get(experiment=experiment)
     assert sweep.status == "completed" and set(sweep.runs.values_list("worker", flat=True)) != {""}
     assert ElementTree.parse(tmp_path / "junit.xml").getroot().get("failures") == "0"
+
+
+def test_a_racing_sweep_can_be_gated_too(experiment, tmp_path):
+    code, out = gate(
+        experiment.pk, "--type", "racing", "--fail-under", "0.9", "--json", tmp_path / "gate.json"
+    )
+    assert code == 0, out
+    assert Sweep.objects.get(experiment=experiment).type == "racing"
+    assert json.loads((tmp_path / "gate.json").read_text())["best_score"] == 1.0
