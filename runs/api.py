@@ -208,7 +208,8 @@ class RunViewSet(
         ],
         responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
         description="Every run x dataset row of a sweep, streamed: configuration, input, output, "
-        "each score, tokens and latency. Formula-looking CSV cells are neutralised.",
+        "each score, tokens, latency, and cost when the endpoint has prices. Formula-looking CSV "
+        "cells are neutralised.",
     )
     @action(
         detail=False,
@@ -222,7 +223,7 @@ class RunViewSet(
         sweep_id = request.query_params.get("sweep", "")
         if not sweep_id.isdigit():
             raise serializers.ValidationError({"sweep": ["Give the sweep's id: ?sweep=<id>."]})
-        sweep = get_for_user(Sweep.objects.select_related("experiment"), request.user, pk=sweep_id)
+        sweep = get_for_user(Sweep.objects.select_related("experiment__endpoint"), request.user, pk=sweep_id)
         fmt = request.accepted_renderer.format
         chunks = results.stream(sweep, fmt)
         if isinstance(request._request, ASGIRequest):  # daphne: or Django would buffer it all

@@ -1,13 +1,16 @@
 """A sweep's results as lines: one per run x dataset row (x repeat), CSV or JSONL.
 
+A line carries the run's configuration, the row's input and reference, the last
+stage's output, each scorer's value, the tokens of every stage and their latency
+summed, and their cost at the endpoint's prices (Experiment.cost) when the endpoint
+has prices (unpriced: no cost column). CSV cells that a spreadsheet would run as a
+formula are neutralised.
+
 Streamed in constant memory whatever the size: stage results are read in keyset
 pages of PAGE rows (run, item, sample, stage), and each page's scores and dataset
 rows are fetched for that page alone. Under ASGI (daphne) the lines must come from
 an async iterator, or Django would gather them all into a list before sending:
-`async_chunks()` pulls each chunk through the ORM's thread. A line carries the run's configuration,
-the row's input and reference, the last stage's output, each scorer's value, the
-tokens of every stage and their latency summed. (No cost is recorded, so none is
-written.) CSV cells that a spreadsheet would run as a formula are neutralised.
+`async_chunks()` pulls each chunk through the ORM's thread.
 """
 
 from __future__ import annotations
@@ -89,8 +92,25 @@ def _after(key: tuple) -> Q:
     )
 
 
+def priced(sweep: Sweep) -> bool:
+    endpoint = sweep.experiment.endpoint
+    return endpoint is not None and endpoint.dearest_price > 0
+
+
 def result_lines(sweep: Sweep) -> Iterator[dict[str, Any]]:
-    """One dict per (run, item, sample); a group cut by a page boundary is carried over."""
+    """One dict per (run, item, sample), with its cost when the endpoint has prices."""
+    lines = _grouped_lines(sweep)
+    if not priced(sweep):
+        return lines
+    experiment = sweep.experiment
+    return (
+        {**line, "cost": experiment.cost(line["config"], line["tokens_in"], line["tokens_out"])}
+        for line in lines
+    )
+
+
+def _grouped_lines(sweep: Sweep) -> Iterator[dict[str, Any]]:
+    """A group cut by a page boundary is carried over to the next page."""
     pending: list[dict[str, Any]] = []
     for page in stage_pages(sweep):
         groups: dict[Key, list[dict]] = defaultdict(list)
@@ -160,6 +180,7 @@ def csv_stream(sweep: Sweep) -> Iterator[str]:
         "tokens_out",
         "latency_ms",
     ]
+    header += ["cost"] if priced(sweep) else []
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -174,7 +195,8 @@ def csv_stream(sweep: Sweep) -> Iterator[str]:
         cells = [line["run_id"], *(line["config"].get(k) for k in config), line["item_id"], line["sample"]]
         cells += [line["input"].get(k) for k in inputs]
         cells += [line["reference"], line["output"], *(line["scores"].get(s) for s in scorers)]
-        yield emit(cells + [line["tokens_in"], line["tokens_out"], line["latency_ms"]])
+        cells += [line["tokens_in"], line["tokens_out"], line["latency_ms"]]
+        yield emit(cells + ([line["cost"]] if "cost" in line else []))
 
 
 def _cell(value: Any) -> Any:

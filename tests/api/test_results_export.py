@@ -89,7 +89,7 @@ def test_jsonl_has_one_line_per_run_and_row_with_config_input_output_scores_toke
     assert first["output"] == "Paris"  # the last stage's
     assert first["scores"] == {"keyword": 1.0, "short": 0.5}
     assert (first["tokens_in"], first["tokens_out"], first["latency_ms"]) == (20, 4, 100.0)
-    assert "cost" not in first  # nothing records a cost
+    assert "cost" not in first  # the endpoint has no prices
     assert [(r["run_id"], r["item_id"]) for r in rows] == sorted((r["run_id"], r["item_id"]) for r in rows)
 
 
@@ -114,6 +114,17 @@ def test_csv_has_a_column_per_parameter_input_and_scorer(api, experiment):
         "latency_ms",
     ]
     assert rows[1]["input.country"] == "Japan" and rows[1]["score.short"] == "0.5"
+
+
+def test_with_prices_each_line_carries_its_cost(api, experiment):
+    endpoint = experiment.endpoint
+    endpoint.price_in, endpoint.price_out = 2.0, 10.0  # per million tokens
+    endpoint.save()
+    sweep = add_sweep(experiment, runs=1)
+    first = json.loads(lines(api.get(f"/api/runs/export/?sweep={sweep.pk}&format=jsonl"))[0])
+    assert first["cost"] == pytest.approx((20 * 2.0 + 4 * 10.0) / 1_000_000)
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines(api.get(f"/api/runs/export/?sweep={sweep.pk}"))))))
+    assert float(rows[0]["cost"]) == pytest.approx(first["cost"])
 
 
 def test_formula_looking_cells_are_neutralised_in_csv(api, experiment):
