@@ -206,7 +206,12 @@ class RunViewSet(
             OpenApiParameter("sweep", int, required=True),
             OpenApiParameter("format", str, enum=sorted(results.FORMATS), description="Default csv."),
         ],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            # errors are JSON whatever format was asked for
+            **{(code, "application/json"): OpenApiTypes.OBJECT for code in (400, 401, 403, 404)},
+        },
         description="Every run x dataset row of a sweep, streamed: configuration, input, output, "
         "each score, tokens, latency, and cost when the endpoint has prices. Formula-looking CSV "
         "cells are neutralised.",
