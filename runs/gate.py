@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.etree import ElementTree
 
+from engine.bootstrap import percentile_intervals, resampled_means
 from experiments.models import Experiment, Sweep
-from runs.leaderboard import item_scores, leaderboard, percentile_interval, resampled_means, scorer_weights
+from runs.aggregates import item_scores, scorer_weights
+from runs.leaderboard import leaderboard
 from runs.models import Score, StageResult
 
 ROW_PASS = 0.5  # a JUnit row's score floor when --fail-under is not given
@@ -82,7 +84,7 @@ def compare(experiment: Experiment, run_id: int, baseline: Sweep) -> Regression:
     if not shared:
         raise GateError(f"The best run and baseline sweep #{baseline.pk} share no scored dataset row.")
     diffs = [mine[i] - theirs[i] for i in shared]
-    low, high = percentile_interval(resampled_means([diffs])[0])
+    low, high = (float(x) for x in percentile_intervals(resampled_means([diffs]))[0])
     return Regression(baseline.pk, base[0]["weighted_score"], statistics.fmean(diffs), low, high, len(shared))
 
 

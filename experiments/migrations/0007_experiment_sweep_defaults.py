@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0005_sweep_calls_done'),
+        ('experiments', '0006_report'),
     ]
 
     operations = [
