@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Avg, Case, F, FloatField, Q, Sum, Value, When
 
 from engine import bootstrap
-from experiments.models import Report
+from experiments.models import Report, Sweep
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 
 
@@ -98,6 +98,11 @@ def summarize(run_id: int) -> None:
     """Store the run's aggregates, then move its configuration's latest-run mark."""
     run = Run.objects.select_related("experiment").get(pk=run_id)
     with transaction.atomic():
+        if run.sweep_id is not None:
+            # The sweep first, as a racing round's close takes it (then its runs): the
+            # deferred foreign-key checks of this transaction lock the sweep at commit,
+            # so taking it last would deadlock against a closing round.
+            list(Sweep.objects.select_for_update(no_key=True).filter(pk=run.sweep_id).values_list("pk"))
         Run.objects.filter(pk=run_id).update(**summary(run))
         refresh_latest(run.experiment_id, run.config_hash)
         Report.forget(run.experiment_id)

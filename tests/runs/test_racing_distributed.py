@@ -62,7 +62,7 @@ def test_two_workers_share_the_rounds_and_decide_as_one_machine_does(
     llm_stub.latency_ms = 20
     shared = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="racing", seed=5, max_concurrent=4)))
 
-    assert alone.status == shared.status == SweepStatus.COMPLETED
+    assert alone.status == shared.status == SweepStatus.COMPLETED, (alone.error, shared.error)
     assert len(alone.race["rounds"]) >= 2 and alone.race["rounds"][0]["eliminated"]
     assert decisions(shared) == decisions(alone)
     assert llm_stub.calls == 2 * calls_alone  # the same calls, each paid once per race
