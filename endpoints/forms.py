@@ -28,7 +28,9 @@ class ApiKeyForm(forms.ModelForm):
     def save(self, commit: bool = True) -> Endpoint:
         endpoint = super().save(commit=False)
         new_url, endpoint.base_url = endpoint.base_url, self.stored_base_url
-        endpoint.move_to(new_url)
+        had_secrets = endpoint.has_api_key or bool(endpoint.extra_header_names)
+        # What the page tells the user: a move to another host forgot the stored secrets.
+        self.forgot_secrets = endpoint.move_to(new_url) and had_secrets
         endpoint.change_api_key(
             self.cleaned_data.get("api_key", ""), self.cleaned_data.get("clear_api_key", False)
         )

@@ -38,11 +38,13 @@ def endpoint_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def _edit(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
     form = EndpointForm(request.POST or None, instance=endpoint)
     if request.method == "POST" and form.is_valid():
-        had_key = endpoint.pk and Endpoint.objects.get(pk=endpoint.pk).has_api_key
         endpoint = form.save()
         messages.success(request, f"Saved endpoint '{endpoint.name}'.")
-        if had_key and not endpoint.has_api_key and not form.cleaned_data.get("clear_api_key"):
-            messages.warning(request, "The base URL moved to another host: the stored key was cleared.")
+        if form.forgot_secrets and not endpoint.has_api_key:
+            messages.warning(
+                request,
+                "The base URL moved to another host: the stored key was cleared, and any extra headers.",
+            )
         return redirect("ui:endpoint_edit", pk=endpoint.pk)
     context = {"form": form, "endpoint": endpoint, "nav": "endpoints"}
     return render(request, "endpoints/edit.html", context)
