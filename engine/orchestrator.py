@@ -32,9 +32,13 @@ RUNNING, PAUSED, STOPPING = "running", "paused", "stopping"
 
 
 class RunSource(Protocol):
-    """Where runs come from and go back to (the apps implement it on the ORM)."""
+    """Where runs come from and go back to (the apps implement it on the ORM).
 
-    async def claim(self, limit: int) -> list[RunSpec]: ...
+    `claim` returns at most `limit` runs; an empty list when none is left, None
+    when this orchestrator holds its share of the runs left and should ask again
+    once one of its runs has finished (the other workers' share is theirs)."""
+
+    async def claim(self, limit: int) -> list[RunSpec] | None: ...
 
     async def release(self, run_ids: list[Any], cancel: bool) -> None: ...
 
@@ -187,8 +191,9 @@ class Orchestrator:
         claim's round trip to the database. So a claim for the runs that will
         be needed next is always under way or done while the current ones run."""
         ready: list[RunSpec] = []  # claimed, not started yet
-        claiming: asyncio.Task[list[RunSpec]] | None = None
+        claiming: asyncio.Task[list[RunSpec] | None] | None = None
         exhausted = False
+        held_back = False  # the source said: your share is in hand, ask after a run ends
         halted = asyncio.create_task(self._halted.wait())
         try:
             while self._halt is None:
@@ -197,7 +202,7 @@ class Orchestrator:
                 wanted = self.runs_in_flight + self.claim_ahead - len(self._tasks) - len(ready)
                 # In batches (a claim costs round trips), unless nothing is left in hand.
                 batch = wanted >= max(1, self.claim_ahead // 2) or not ready
-                if claiming is None and not exhausted and wanted > 0 and batch:
+                if claiming is None and not exhausted and not held_back and wanted > 0 and batch:
                     claiming = asyncio.create_task(self.source.claim(wanted))
                 if not self._tasks and claiming is None:
                     return
@@ -209,16 +214,18 @@ class Orchestrator:
                         specs = task.result()
                         # Fewer than asked may mean another worker took some of them:
                         # only an empty claim says none are left.
-                        exhausted = not specs
-                        ready += specs
+                        held_back = specs is None
+                        exhausted = specs == []
+                        ready += specs or []
                     else:
                         self._tasks.pop(task, None)
+                        held_back = False
         finally:
             halted.cancel()
             # Claimed runs that never started go back like the ones cut short.
             if claiming is not None:
                 try:
-                    ready += await claiming
+                    ready += await claiming or []
                 except Exception:  # what it took is recovered once its heartbeats stop
                     logger.exception("Claiming runs failed while the sweep was halting")
             self._unstarted = [spec.run_id for spec in ready]

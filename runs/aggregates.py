@@ -3,8 +3,10 @@ a rating, a re-run or a deletion), so that the leaderboard, the run list, the
 charts and the report read one row per run instead of one per call or score.
 
 `summarize(run_id)` recomputes everything from the run's scores and stage
-results; `refresh_latest()` moves the "latest completed run of this
-configuration" mark (Run.is_latest) that the ranking index is built on.
+results; a sweep's worker instead keeps a `RunTally` of the rows as it writes
+them and stores the same figures without reading the rows back.
+`refresh_latest()` moves the "latest completed run of this configuration" mark
+(Run.is_latest) that the ranking index is built on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from django.db import transaction
 from django.db.models import Avg, Case, F, FloatField, Q, Sum, Value, When
 
 from engine import bootstrap
+from engine.runner import ScoreRecord, StageOutcome
 from experiments.models import Report, Sweep
 from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
 
@@ -80,32 +83,102 @@ def summary(run: Run) -> dict[str, Any]:
     """Every stored aggregate of `run`, computed in full from its rows."""
     weights = scorer_weights(run.experiment)
     items = item_scores([run.pk], weights).get(run.pk, {})
-    own_input = None in items or run.scores.filter(source=ScoreSource.AUTO, item__isnull=True).exists()
+    own_input = run.scores.filter(source=ScoreSource.AUTO, item__isnull=True).exists()
+    return {**stored_summary(items, scorer_means(run.pk), own_input), **call_summary(run.pk)}
+
+
+def stored_summary(items: dict[Any, float], scorer_means: dict[str, float | None], own_input: bool) -> dict:
+    """The aggregates as stored, from a run's item scores and scorer means."""
     low, high = bootstrap.interval(items)
     return {
-        "own_input": own_input,
+        "own_input": own_input or None in items,
         "ci_low": low,
         "ci_high": high,
         "n_items": len(items),
         # JSON keys are text; the dataset item ids they name.
         "item_scores": {str(item): value for item, value in items.items() if item is not None},
-        "scorer_means": scorer_means(run.pk),
-        **call_summary(run.pk),
+        "scorer_means": scorer_means,
     }
 
 
-def summarize(run_id: int) -> None:
-    """Store the run's aggregates, then move its configuration's latest-run mark."""
-    run = Run.objects.select_related("experiment").get(pk=run_id)
+class RunTally:
+    """What `summary()` would read back from a run's rows, counted as the rows go
+    to the database: a sweep's worker sees every row of the runs it claims (the
+    claim cleared any earlier attempt's), and a run then costs one UPDATE to
+    summarize instead of reading back a row per call and per score."""
+
+    def __init__(self, weights: dict[str, float]):
+        self.weights = {name: w for name, w in weights.items() if w > 0}
+        self.samples: dict[tuple[Any, int], list[float]] = defaultdict(lambda: [0.0, 0.0])  # num, den
+        self.by_scorer: dict[str, list[float]] = {}  # name: [sum, count of values]
+        self.own_input = False
+        self.cached_tokens = 0
+        self.latencies: list[float] = []
+
+    def add_stage_results(self, rows: list[StageOutcome]) -> None:
+        for row in rows:
+            if row.cached:
+                self.cached_tokens += row.tokens_in + row.tokens_out
+            else:
+                self.latencies.append(row.latency_ms)
+
+    def add_scores(self, rows: list[ScoreRecord]) -> None:
+        for row in rows:
+            self.own_input = self.own_input or row.item_id is None
+            total = self.by_scorer.setdefault(row.scorer, [0.0, 0])
+            if row.value is None:
+                continue
+            total[0] += row.value
+            total[1] += 1
+            weight = self.weights.get(row.scorer)
+            if weight:
+                tally = self.samples[row.item_id, row.sample_index]
+                tally[0] += weight * row.value
+                tally[1] += weight
+
+    def summary(self) -> dict[str, Any]:
+        per_item: dict[Any, list[float]] = defaultdict(list)
+        for (item, _), (num, den) in self.samples.items():
+            if den > 0:
+                per_item[item].append(num / den)
+        items = {item: statistics.fmean(values) for item, values in per_item.items()}
+        means = {name: (s / n if n else None) for name, (s, n) in self.by_scorer.items()}
+        latencies = sorted(self.latencies)
+        return {
+            **stored_summary(items, means, self.own_input),
+            "cached_tokens": self.cached_tokens,
+            "latency_p50_ms": nearest_rank(latencies, 0.50),
+            "latency_p95_ms": nearest_rank(latencies, 0.95),
+        }
+
+
+def summarize(run_id: int, known: dict[str, Any] | None = None) -> None:
+    """Store the run's aggregates (`known`: already counted, see RunTally), then
+    move its configuration's latest-run mark."""
+    summarize_many({run_id: known})
+
+
+def summarize_many(runs: dict[int, dict[str, Any] | None], fields: dict[int, dict] | None = None) -> None:
+    """`summarize` for many runs in one transaction; `fields` (by run) are stored
+    with their aggregates, in the same UPDATE."""
+    rows = list(Run.objects.filter(pk__in=runs).select_related("experiment"))
     with transaction.atomic():
-        if run.sweep_id is not None:
-            # The sweep first, as a racing round's close takes it (then its runs): the
-            # deferred foreign-key checks of this transaction lock the sweep at commit,
-            # so taking it last would deadlock against a closing round.
-            list(Sweep.objects.select_for_update(no_key=True).filter(pk=run.sweep_id).values_list("pk"))
-        Run.objects.filter(pk=run_id).update(**summary(run))
-        refresh_latest(run.experiment_id, run.config_hash)
-        Report.forget(run.experiment_id)
+        # The sweeps first, as a racing round's close takes its sweep (then the runs):
+        # the deferred foreign-key checks of this transaction lock the sweep at
+        # commit, so taking it last would deadlock against a closing round.
+        sweeps = {run.sweep_id for run in rows if run.sweep_id is not None}
+        if sweeps:
+            list(Sweep.objects.select_for_update(no_key=True).filter(pk__in=sweeps).values_list("pk"))
+        for run in rows:
+            known = runs[run.pk]
+            aggregates = known if known is not None else summary(run)
+            Run.objects.filter(pk=run.pk).update(**aggregates, **(fields or {}).get(run.pk, {}))
+        by_experiment: dict[int, set[str]] = defaultdict(set)
+        for run in rows:
+            by_experiment[run.experiment_id].add(run.config_hash)
+        for experiment_id, hashes in by_experiment.items():
+            refresh_latest_many(experiment_id, hashes)
+            Report.forget(experiment_id)
 
 
 def rankable() -> Q:
@@ -115,17 +188,23 @@ def rankable() -> Q:
 
 def refresh_latest(experiment_id: int, config_hash: str) -> None:
     """Mark the most recently finished rankable run of the configuration, and only it."""
-    runs = Run.objects.filter(experiment_id=experiment_id, config_hash=config_hash)
-    latest = (
-        runs.filter(rankable()).order_by(F("finished_at").desc(nulls_last=True), "-id").values_list("id")[:1]
-    )
+    refresh_latest_many(experiment_id, {config_hash})
+
+
+def refresh_latest_many(experiment_id: int, config_hashes: set[str]) -> None:
+    """`refresh_latest` for several configurations of one experiment, in two UPDATEs."""
+    runs = Run.objects.filter(experiment_id=experiment_id, config_hash__in=config_hashes)
     with transaction.atomic():
-        # Lock the configuration's runs so two completing at once leave one mark.
+        # Lock the configurations' runs so two completing at once leave one mark each.
         list(runs.select_for_update().values_list("id", flat=True))
-        latest_id = next(iter(latest), (None,))[0]
-        runs.filter(is_latest=True).exclude(id=latest_id).update(is_latest=False)
-        if latest_id is not None:
-            runs.filter(id=latest_id, is_latest=False).update(is_latest=True)
+        latest: dict[str, int] = {}
+        ordered = runs.filter(rankable()).order_by(F("finished_at").desc(nulls_last=True), "-id")
+        for run_id, config_hash in ordered.values_list("id", "config_hash"):
+            latest.setdefault(config_hash, run_id)
+        marked = list(latest.values())
+        runs.filter(is_latest=True).exclude(id__in=marked).update(is_latest=False)
+        if marked:
+            Run.objects.filter(id__in=marked, is_latest=False).update(is_latest=True)
 
 
 def run_deleted(sender: type, instance: Run, **kwargs: Any) -> None:

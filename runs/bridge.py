@@ -11,9 +11,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
-from django.db import connection, connections, models
+from django.db import connections, models, transaction
 from django.db.models import Count, F, Sum
-from django.db.models.constants import OnConflict
 from django.db.models.functions import Length
 from django.utils import timezone
 
@@ -22,7 +21,7 @@ from engine.cache import CachedResponse, CacheStats, StoreStats
 from engine.runner import RunOutcome, RunSpec, ScoreRecord, StageOutcome
 from engine.types import EndpointConfig, Item, ScorerSpec, Stage
 from experiments.models import Experiment
-from runs.aggregates import summarize
+from runs.aggregates import RunTally, summarize_many
 from runs.models import ResponseCache, Run, RunStatus, Score, ScoreSource, StageResult
 
 LOOKUP_CHUNK = 500  # hashes per SELECT ... IN (...)
@@ -219,99 +218,74 @@ def run_spec(
 
 
 # -- engine -> rows ------------------------------------------------------
-STAGE_RESULT_FIELDS = (
-    "run_id",
-    "item_id",
-    "sample_index",
-    "stage_index",
-    "stage_name",
-    "model",
-    "system_prompt",
-    "user_prompt",
-    "output",
-    "tokens_in",
-    "tokens_out",
-    "latency_ms",
-    "cached",
-    "config_hash",
-)
-SCORE_FIELDS = ("run_id", "item_id", "sample_index", "scorer", "value", "details", "source")
 CACHE_FIELDS = ("config_hash", "response_text", "tokens_in", "tokens_out", "latency_ms", "model", "metadata")
-CACHE_ROW_FIELDS = (*CACHE_FIELDS, "project_id")
 
 
-def stage_result_values(run_id: int, row: StageOutcome) -> tuple:
-    return (
-        run_id,
-        row.item_id,
-        row.sample_index,
-        row.stage_index,
-        row.stage_name,
-        row.model,
-        row.system_prompt,
-        row.user_prompt,
-        row.output,
-        row.tokens_in,
-        row.tokens_out,
-        row.latency_ms,
-        row.cached,
-        row.config_hash,
+def stage_result_row(run_id: int, row: StageOutcome) -> StageResult:
+    return StageResult(
+        run_id=run_id,
+        item_id=row.item_id,
+        sample_index=row.sample_index,
+        stage_index=row.stage_index,
+        stage_name=row.stage_name,
+        model=row.model,
+        system_prompt=row.system_prompt,
+        user_prompt=row.user_prompt,
+        output=row.output,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        latency_ms=row.latency_ms,
+        cached=row.cached,
+        config_hash=row.config_hash,
     )
 
 
-def score_values(run_id: int, row: ScoreRecord) -> tuple:
-    return (run_id, row.item_id, row.sample_index, row.scorer, row.value, row.details, ScoreSource.AUTO.value)
-
-
-def insert_rows(
-    model: type[models.Model], fields: tuple[str, ...], rows: list[tuple], ignore_conflicts: bool = False
-) -> None:
-    """INSERT many rows of `model`, `fields` given per row and every other column
-    at its field's default (`auto_now_add` at now), in a few statements.
-
-    A sweep writes three rows per LLM call, from a thread that shares the GIL
-    with the calls' event loop. bulk_create builds a model instance per row and
-    prepares every value through its field: 70-80 us of CPU per row on
-    PostgreSQL, against 32-40 us here, where only the values that need it
-    (JSON, datetimes) are prepared."""
-    if not rows:
-        return
-    meta, ops = model._meta, connection.ops
-    given = [meta.get_field(name.removesuffix("_id")) for name in fields]
-    rest = [f for f in meta.concrete_fields if not f.primary_key and f not in given]
-    now = timezone.now()
-    defaults = tuple(
-        f.get_db_prep_save(now if getattr(f, "auto_now_add", False) else f.get_default(), connection)
-        for f in rest
+def score_row(run_id: int, row: ScoreRecord) -> Score:
+    return Score(
+        run_id=run_id,
+        item_id=row.item_id,
+        sample_index=row.sample_index,
+        scorer=row.scorer,
+        value=row.value,
+        details=row.details,
+        source=ScoreSource.AUTO,
     )
-    prepared = [i for i, f in enumerate(given) if isinstance(f, (models.JSONField, models.DateTimeField))]
-    columns = ", ".join(ops.quote_name(f.column) for f in [*given, *rest])
-    on_conflict = OnConflict.IGNORE if ignore_conflicts else None
-    head = f"{ops.insert_statement(on_conflict)} {ops.quote_name(meta.db_table)} ({columns}) VALUES "
-    tail = ops.on_conflict_suffix_sql(given, on_conflict, [], []) or ""
-    placeholder = "(" + ", ".join(["%s"] * (len(given) + len(rest))) + ")"
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[start : start + INSERT_CHUNK]
-            params: list[Any] = []
-            for row in chunk:
-                if prepared:
-                    row = list(row)
-                    for i in prepared:
-                        row[i] = given[i].get_db_prep_save(row[i], connection)
-                params += row
-                params += defaults
-            cursor.execute(f"{head}{', '.join([placeholder] * len(chunk))} {tail}", params)
+
+
+def save_rows(batches: list[list[models.Model]]) -> None:
+    """INSERT the rows of several writes (stage results and scores of several
+    runs, see WriteBatches) with one bulk_create per model."""
+    by_model: dict[type[models.Model], list[models.Model]] = {}
+    for rows in batches:
+        for row in rows:
+            by_model.setdefault(type(row), []).append(row)
+    with transaction.atomic():
+        for model, rows in by_model.items():
+            model.objects.bulk_create(rows, batch_size=INSERT_CHUNK)
 
 
 class OrmResultSink:
     """Writes a run's results in batches (the runner hands over lists)."""
 
-    def __init__(self, run_id: int, db: DatabaseThreads, worker: str = "", claimed: bool = False):
+    def __init__(
+        self,
+        run_id: int,
+        db: DatabaseThreads,
+        worker: str = "",
+        claimed: bool = False,
+        tally: RunTally | None = None,
+        outcomes: WriteBatches | None = None,
+        batches: WriteBatches | None = None,
+    ):
         self.run_id = run_id
         self.db = db
         self.worker = worker
         self.claimed = claimed  # a sweep's claim already cleared and marked the run
+        # Given when every row of the run goes through this sink: its aggregates
+        # are then counted here, not read back when it finishes.
+        self.tally = tally
+        # A sweep's worker writes its runs' rows, and their outcomes, together.
+        self.outcomes, self.batches = outcomes, batches
 
     async def run_started(self, run_id: Any) -> None:
         if not self.claimed:
@@ -324,34 +298,93 @@ class OrmResultSink:
         )
 
     async def save_stage_results(self, rows: list[StageOutcome]) -> None:
-        values = [stage_result_values(self.run_id, r) for r in rows]
-        await self.db.write(insert_rows, StageResult, STAGE_RESULT_FIELDS, values)
+        await self._save([stage_result_row(self.run_id, r) for r in rows])
+        if self.tally is not None:
+            self.tally.add_stage_results(rows)
 
     async def save_scores(self, rows: list[ScoreRecord]) -> None:
-        values = [score_values(self.run_id, r) for r in rows]
-        await self.db.write(insert_rows, Score, SCORE_FIELDS, values)
+        await self._save([score_row(self.run_id, r) for r in rows])
+        if self.tally is not None:
+            self.tally.add_scores(rows)
+
+    async def _save(self, rows: list[models.Model]) -> None:
+        if self.batches is not None:
+            await self.batches.write(rows)
+        else:
+            await self.db.write(save_rows, [rows])
 
     async def run_finished(self, outcome: RunOutcome) -> None:
-        await self.db.write(save_outcome, self.run_id, outcome)
+        summary = self.tally.summary() if self.tally is not None else None
+        if self.outcomes is not None:
+            await self.outcomes.write((self.run_id, outcome, summary))
+        else:
+            await self.db.write(save_outcome, self.run_id, outcome, summary)
 
 
-def save_outcome(run_id: int, outcome: RunOutcome) -> None:
-    status = RunStatus.COMPLETED if outcome.status == "completed" else RunStatus.FAILED
-    Run.objects.filter(pk=run_id).update(
-        status=status,
-        weighted_score=outcome.weighted_score,
-        score_spread=outcome.score_spread,
-        tokens_in=outcome.tokens_in,
-        tokens_out=outcome.tokens_out,
-        latency_ms=outcome.mean_call_latency_ms,
-        wall_ms=outcome.latency_ms,
-        calls=outcome.calls,
-        cached_calls=outcome.cached_calls,
-        scorer_stats=outcome.scorer_stats,
-        error=outcome.error[:5000],
-        finished_at=timezone.now(),
-    )
-    summarize(run_id)
+def save_outcome(run_id: int, outcome: RunOutcome, summary: dict[str, Any] | None = None) -> None:
+    save_outcomes([(run_id, outcome, summary)])
+
+
+Finished = tuple[int, RunOutcome, "dict[str, Any] | None"]  # a run, its outcome, its RunTally summary
+
+
+def save_outcomes(finished: list[Finished]) -> None:
+    """Store finished runs with their aggregates (read back from their rows where
+    no summary is given), one UPDATE each, and move their latest-run marks."""
+    now = timezone.now()
+    fields = {run_id: outcome_fields(outcome, now) for run_id, outcome, _ in finished}
+    summarize_many({run_id: summary for run_id, _, summary in finished}, fields)
+
+
+def outcome_fields(outcome: RunOutcome, now: Any) -> dict[str, Any]:
+    return {
+        "status": RunStatus.COMPLETED if outcome.status == "completed" else RunStatus.FAILED,
+        "weighted_score": outcome.weighted_score,
+        "score_spread": outcome.score_spread,
+        "tokens_in": outcome.tokens_in,
+        "tokens_out": outcome.tokens_out,
+        "latency_ms": outcome.mean_call_latency_ms,
+        "wall_ms": outcome.latency_ms,
+        "calls": outcome.calls,
+        "cached_calls": outcome.cached_calls,
+        "scorer_stats": outcome.scorer_stats,
+        "error": outcome.error[:5000],
+        "finished_at": now,
+    }
+
+
+class WriteBatches:
+    """Group commit: what is handed over while a write is under way goes to the
+    database together in the next one. Runs of a sweep finish many at a time
+    (a cached re-run finishes hundreds a second), and one transaction for each
+    would cost more than the runs themselves."""
+
+    def __init__(self, db: DatabaseThreads, write_many: Callable[[list[Any]], None]):
+        self.db, self.write_many = db, write_many
+        self.waiting: list[tuple[Any, asyncio.Future]] = []
+        self.writing: asyncio.Task | None = None
+
+    async def write(self, entry: Any) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.waiting.append((entry, done))
+        if self.writing is None:
+            self.writing = asyncio.create_task(self._write_all())
+        await asyncio.shield(done)  # a cancelled run must not cancel the others' write
+
+    async def _write_all(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    await self.db.write(self.write_many, [entry for entry, _ in batch])
+                except Exception as exc:
+                    for _, done in batch:
+                        done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        done.set_result(None)
+        finally:
+            self.writing = None
 
 
 # -- the response cache --------------------------------------------------
@@ -366,20 +399,11 @@ class OrmCacheStore:
         return await self.db.read(self._get_many, hashes)
 
     def _get_many(self, hashes: list[str]) -> dict[str, CachedResponse]:
-        # Plain SQL, like insert_rows: on a cold sweep every call looks up its key.
         found: dict[str, CachedResponse] = {}
-        meta, ops = ResponseCache._meta, connection.ops
-        metadata = meta.get_field("metadata")
-        columns = ", ".join(ops.quote_name(meta.get_field(f).column) for f in CACHE_FIELDS)
-        table, key = ops.quote_name(meta.db_table), ops.quote_name(meta.get_field("config_hash").column)
-        with connection.cursor() as cursor:
-            for start in range(0, len(hashes), LOOKUP_CHUNK):
-                chunk = hashes[start : start + LOOKUP_CHUNK]
-                marks = ", ".join(["%s"] * len(chunk))
-                cursor.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({marks})", chunk)
-                for config_hash, text, tin, tout, latency, model, meta_value in cursor.fetchall():
-                    meta_value = metadata.from_db_value(meta_value, None, connection)
-                    found[config_hash] = CachedResponse(text, tin, tout, latency, model, meta_value or {})
+        for start in range(0, len(hashes), LOOKUP_CHUNK):
+            rows = ResponseCache.objects.filter(config_hash__in=hashes[start : start + LOOKUP_CHUNK])
+            for config_hash, text, tin, tout, latency, model, meta_value in rows.values_list(*CACHE_FIELDS):
+                found[config_hash] = CachedResponse(text, tin, tout, latency, model, meta_value or {})
         return found
 
     async def put_many(self, entries: list[tuple[str, CachedResponse]]) -> None:
@@ -387,11 +411,21 @@ class OrmCacheStore:
 
     def _put_many(self, entries: list[tuple[str, CachedResponse]]) -> None:
         rows = {
-            key: (key, r.text, r.tokens_in, r.tokens_out, r.latency_ms, r.model, r.metadata, self.project_id)
-            for key, r in reversed(entries)  # reversed: the first answer of a repeated hash wins
+            key: ResponseCache(
+                config_hash=key,
+                response_text=r.text,
+                tokens_in=r.tokens_in,
+                tokens_out=r.tokens_out,
+                latency_ms=r.latency_ms,
+                model=r.model,
+                metadata=r.metadata,
+                project_id=self.project_id,
+            )
+            for key, r in reversed(entries)  # reversed: the first answer of a repeated call wins
         }
-        # Ignore conflicts: another worker may have stored the same hash a moment ago.
-        insert_rows(ResponseCache, CACHE_ROW_FIELDS, list(rows.values()), ignore_conflicts=True)
+        # Another worker may have stored the same call a moment ago: its answer stays,
+        # the one runs have already shown.
+        ResponseCache.objects.bulk_create(list(rows.values()), batch_size=INSERT_CHUNK, ignore_conflicts=True)
 
     async def record_hits(self, hashes: list[str]) -> None:
         await self.db.write(self._record_hits, hashes)

@@ -19,10 +19,11 @@ from django.utils import timezone
 from endpoints.crypto import DecryptionError
 from engine.events import EventType
 from engine.orchestrator import PAUSED, RUNNING, STOPPING
-from engine.runner import ResultSink, RunOutcome, RunSpec
+from engine.runner import ITEM_CONCURRENCY, ResultSink, RunOutcome, RunSpec
 from engine.types import EndpointConfig, EngineError, Item
 from experiments.models import Sweep, SweepStatus
 from runs import bridge
+from runs.aggregates import RunTally, scorer_weights
 from runs.events import event_bus
 from runs.models import Run, RunStatus
 from runs.queue import worker_name
@@ -77,18 +78,27 @@ class SweepRuns:
         keys: bridge.EndpointKeys,
         items: list[Item],
         repeats: int,
+        item_concurrency: int = ITEM_CONCURRENCY,
     ):
         self.sweep_id = sweep.pk
+        self.workers = max(1, int(sweep.config.get("workers", 1)))
+        self.item_concurrency = item_concurrency
         self.db = db
         self.experiment = sweep.experiment
         self.keys, self.items, self.repeats = keys, items, repeats
+        self.weights = scorer_weights(self.experiment)
+        self.outcomes = bridge.WriteBatches(db, bridge.save_outcomes)
+        self.batches = bridge.WriteBatches(db, bridge.save_rows)
         self.token = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
 
     # -- RunSource --------------------------------------------------------
-    async def claim(self, limit: int) -> list[RunSpec]:
+    async def claim(self, limit: int) -> list[RunSpec] | None:
         return await self.db.write(self._claim, limit)
 
-    def _claim(self, limit: int) -> list[RunSpec]:
+    def _claim(self, limit: int) -> list[RunSpec] | None:
+        limit = self._share_left(limit)
+        if limit == 0:
+            return None
         # Empty only when no run is pending: runs that failed while being
         # prepared (e.g. a key that no longer decrypts) do not end the claiming.
         while runs := self._take(limit):
@@ -96,6 +106,18 @@ class SweepRuns:
             if specs:
                 return specs
         return []
+
+    def _share_left(self, limit: int) -> int:
+        """With workers sharing the sweep, each holds at most its share of the runs
+        left: a worker that started first would otherwise claim the runs of a few-
+        configuration sweep alone and run them at its part of the concurrency."""
+        if self.workers <= 1:
+            return limit
+        counts = Run.objects.filter(
+            sweep_id=self.sweep_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING)
+        ).aggregate(left=Count("id"), held=Count("id", filter=Q(worker=self.token, status=RunStatus.RUNNING)))
+        share = -(-counts["left"] // self.workers)
+        return max(0, min(limit, share - counts["held"])) if counts["left"] else limit
 
     def _take(self, limit: int) -> list[Run]:
         pending = Run.objects.filter(sweep_id=self.sweep_id, status=RunStatus.PENDING)
@@ -125,7 +147,9 @@ class SweepRuns:
         for run in runs:
             run.experiment = self.experiment
             try:
-                specs.append(bridge.run_spec(run, self.items, self.keys, self.repeats, ratings[run.pk]))
+                spec = bridge.run_spec(run, self.items, self.keys, self.repeats, ratings[run.pk])
+                spec.item_concurrency = self.item_concurrency
+                specs.append(spec)
             except Exception as exc:  # this run fails, now, with the reason; the others go on
                 bridge.save_outcome(run.pk, RunOutcome(run_id=run.pk, status="failed", error=describe(exc)))
         return specs
@@ -137,7 +161,15 @@ class SweepRuns:
         await self.db.write(release_runs, run_ids, cancel)
 
     def sink(self, spec: RunSpec) -> ResultSink:
-        return bridge.OrmResultSink(spec.run_id, self.db, worker=self.token, claimed=True)
+        return bridge.OrmResultSink(
+            spec.run_id,
+            self.db,
+            worker=self.token,
+            claimed=True,
+            tally=RunTally(self.weights),
+            outcomes=self.outcomes,
+            batches=self.batches,
+        )
 
     # -- SweepControl -----------------------------------------------------
     async def state(self) -> str:

@@ -98,8 +98,8 @@ class RaceRuns(SweepRuns):
     claimed run scored on the current round's new rows, and its outcome added
     to what it scored in earlier rounds."""
 
-    def __init__(self, sweep: Sweep, db: Any, keys: Any, items: list[Item], repeats: int):
-        super().__init__(sweep, db, keys, racing.row_order(items, sweep.config.get("seed")), repeats)
+    def __init__(self, sweep: Sweep, db: Any, keys: Any, items: list[Item], repeats: int, per_run: int):
+        super().__init__(sweep, db, keys, racing.row_order(items, sweep.config.get("seed")), repeats, per_run)
         self.rows = slice(0, 0)  # the current claim's rows, read while claiming
 
     def clear_earlier_attempts(self, run_ids: list[int]) -> None:
@@ -108,9 +108,9 @@ class RaceRuns(SweepRuns):
         self.rows = new_rows(Sweep.objects.values_list("race", flat=True).get(pk=self.sweep_id))
         bridge.clear_results(run_ids, [item.id for item in self.items[self.rows]])
 
-    def _claim(self, limit: int) -> list[RunSpec]:
+    def _claim(self, limit: int) -> list[RunSpec] | None:
         specs = super()._claim(limit)
-        for spec in specs:
+        for spec in specs or []:
             spec.items = spec.items[self.rows]
         return specs
 

@@ -244,12 +244,13 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
     workers = sweep.config.get("workers", 1)
     repeats = sweep.config.get("repeats", 1)
     per_worker = max(1, math.ceil(sweep.max_concurrent / workers))
+    per_run = item_concurrency(per_worker, math.ceil(sweep.total_runs / workers))
     async with bridge.DatabaseThreads() as db:
         items = await db.read(bridge.items_of, sweep.experiment)
         project_id = sweep.experiment.project_id
         keys = await db.read(worker_keys, project_id, workers)
         runs_class = racing.RaceRuns if sweep.type == SweepType.RACING else SweepRuns
-        source = runs_class(sweep, db, keys, items, repeats)
+        source = runs_class(sweep, db, keys, items, repeats, per_run)
         cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
         try:
             async with Gateway(cache, max_concurrent=per_worker) as gateway:
@@ -259,13 +260,22 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
                     gateway,
                     token_budget=sweep.token_budget,
                     events=loop_event_bus(),
-                    runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, ITEM_CONCURRENCY),
+                    runs_in_flight=runs_in_flight_for(per_worker, len(items), repeats, per_run),
                 )
                 return await orchestrator.execute()
         except Exception as exc:
             # The runs this worker held would otherwise stay "running" until recovered.
             await db.write(fail_held_runs, source.token, f"The sweep's worker failed: {describe(exc)}")
             raise
+
+
+def item_concurrency(per_worker: int, runs_per_worker: int) -> int:
+    """A run's items evaluated at once: ITEM_CONCURRENCY, or more when a worker
+    will hold too few runs to fill its calls with that many each (4 configurations
+    x 500 rows on 32 calls: 8 each on one worker, 8 each on two sharing it)."""
+    runs_needed = math.ceil(per_worker / ITEM_CONCURRENCY)
+    runs = max(1, min(runs_per_worker, runs_needed))
+    return max(ITEM_CONCURRENCY, math.ceil(per_worker / runs))
 
 
 def worker_keys(project_id: int, workers: int) -> bridge.EndpointKeys:

@@ -14,6 +14,7 @@ from engine import bootstrap
 from runs.leaderboard import leaderboard, record_rating
 from runs.models import Run, RunStatus, ScoreSource
 from runs.queue import enqueue, wait_for_in_process_jobs
+from runs.sweeps import SweepRequest, launch_sweep
 from runs.tasks import execute_run
 from tests.factories import make_endpoint, make_experiment
 
@@ -173,3 +174,22 @@ def test_a_failed_run_is_never_ranked(experiment, stub):
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and not run.is_latest
     assert leaderboard(experiment) == []
+
+
+def test_a_sweeps_runs_keep_what_the_full_computation_gives(experiment):
+    """A sweep's worker counts the aggregates as it writes the rows (RunTally)
+    instead of reading them back: the figures must be the same."""
+    experiment.parameter_space = {"temperature": [0.0, 0.5, 1.0]}
+    experiment.save()
+    earlier = completed_run(experiment)  # temperature 0.0 answered already: its sweep run is cached
+    sweep = launch_sweep(experiment, SweepRequest(type="grid", repeats=2))
+    assert wait_for_in_process_jobs(timeout=60)
+    sweep.refresh_from_db()
+    assert sweep.status == "completed", sweep.error
+    runs = list(sweep.runs.all())
+    assert len(runs) == 3 and any(run.cached_calls for run in runs)
+    for run in runs:
+        assert_equal_figures(run)
+    # The ad-hoc run keys its configuration apart (see completed_run): it keeps its own mark.
+    marked = {earlier.pk} | {run.pk for run in runs}
+    assert marked_latest(experiment) == latest_by_full_scan(experiment) == marked

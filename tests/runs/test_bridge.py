@@ -1,4 +1,4 @@
-"""The bridge's own SQL (insert_rows, the cache store) on the database at hand:
+"""The bridge's writes (results in batches, the cache store) on the database at hand:
 SQLite in the first pass, PostgreSQL in the second."""
 
 import asyncio
