@@ -111,7 +111,9 @@ def verdict(results: list[dict]) -> None:
         target = TARGETS.get((r["mode"], r["workers"]))
         if target and r["ideal_s"]:
             ratio = r["wall_s"] / r["ideal_s"]
-            print(f"{'met   ' if ratio <= target else 'MISSED'} {name}: {ratio:.2f}x ideal (target <= {target}x)")
+            print(
+                f"{'met   ' if ratio <= target else 'MISSED'} {name}: {ratio:.2f}x ideal (target <= {target}x)"
+            )
         speedup = r["wall_s"] / r["cached_s"]
         print(
             f"{'met   ' if speedup >= CACHED_SPEEDUP else 'MISSED'} {name}: cached re-run {speedup:.1f}x faster"
