@@ -47,7 +47,7 @@ DEFAULTS = {
 
 
 def full_experiment(project):
-    endpoint = make_endpoint("local", project=project)
+    endpoint = make_endpoint("local", project=project, extra_params=["top_k"])  # a vLLM server
     make_endpoint("judge", project=project)
     return make_experiment(
         endpoint,
@@ -64,7 +64,7 @@ def full_experiment(project):
 
 def other_project():
     project = make_project("Elsewhere")
-    make_endpoint("local", project=project)
+    make_endpoint("local", project=project, extra_params=["top_k"])
     make_endpoint("judge", project=project)
     return project
 
@@ -189,7 +189,7 @@ def test_a_bad_scorer_names_the_file_the_line_and_the_field(tmp_path):
             "row",
         ),
         (
-            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space: {t: {min: 0, max: 1}}\nsweep:\n  type: grid\n",
+            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space: {temperature: {min: 0, max: 1}}\nsweep:\n  type: grid\n",
             5,
             "sweep.type",
             "A grid needs lists of values",
