@@ -1,3 +1,5 @@
+import re
+
 from django import forms
 from django.conf import settings
 
@@ -47,6 +49,13 @@ class EndpointForm(ApiKeyForm):
         help_text="One model a line: its name, then its input and output prices per million tokens, "
         "e.g. gpt-4o-mini 0.15 0.60. Other models use the prices above.",
     )
+    extra_params = forms.CharField(
+        label="Extra parameters",
+        required=False,
+        help_text="Parameters the server accepts beyond OpenAI's, separated by commas or spaces, "
+        "e.g. top_k, min_p, repeat_penalty (vLLM, llama.cpp, Ollama). Experiments on this endpoint "
+        "may set these; any other unknown name is refused.",
+    )
     extra_headers = forms.JSONField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2, "class": "code", "autocomplete": "off"}),
@@ -89,6 +98,7 @@ class EndpointForm(ApiKeyForm):
             del self.fields["clear_api_key"]
         prices = self.instance.model_prices or {}
         # Sorted: PostgreSQL's jsonb keeps its own key order, not the order entered.
+        self.initial["extra_params"] = ", ".join(self.instance.extra_params or [])
         self.initial["model_prices"] = "\n".join(f"{m} {p[0]:g} {p[1]:g}" for m, p in sorted(prices.items()))
         unpriced = "blank: not priced (calls cost 0, as on a server of your own)"
         for name in ("price_in", "price_out"):
@@ -111,6 +121,10 @@ class EndpointForm(ApiKeyForm):
             prices[parts[0]] = values
         return prices
 
+    def clean_extra_params(self) -> list[str]:
+        text = self.cleaned_data.get("extra_params", "")
+        return [name for name in re.split(r"[\s,]+", text) if name]  # the serializer checks the names
+
     def clean_extra_headers(self) -> dict | None:
         headers = self.cleaned_data.get("extra_headers")
         if headers is None:  # blank: keep the stored headers
@@ -125,6 +139,7 @@ class EndpointForm(ApiKeyForm):
         if self.cleaned_data.get("extra_headers") is not None:
             endpoint.set_extra_headers(self.cleaned_data["extra_headers"])
         endpoint.model_prices = self.cleaned_data.get("model_prices", {})
+        endpoint.extra_params = list(dict.fromkeys(self.cleaned_data.get("extra_params", [])))
         if commit:
             endpoint.save()
         return endpoint

@@ -1,10 +1,12 @@
 import json
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
 from endpoints import crypto
+from engine.params import extra_name_problem
 
 
 def url_origin(url: str) -> tuple[str, str, int | None]:
@@ -16,6 +18,12 @@ def url_origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:  # a port out of range: not the same place as any other
         port = -1
     return scheme, (parts.hostname or "").lower(), port
+
+
+def validate_extra_params(names: object) -> None:
+    problem = extra_name_problem(names)
+    if problem:
+        raise ValidationError(f"Extra parameters: {problem}.")
 
 
 class Endpoint(models.Model):
@@ -34,6 +42,14 @@ class Endpoint(models.Model):
     timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
     max_concurrency = models.PositiveIntegerField(
         default=0, help_text="Calls this server serves at once; 0 = no limit of its own."
+    )
+    # Parameters the server takes beyond OpenAI's (vLLM, llama.cpp, Ollama: top_k, min_p, ...);
+    # an experiment may set only these and OpenAI's (engine/params.py has their ranges).
+    extra_params = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_extra_params],
+        help_text="Names of parameters the server accepts beyond OpenAI's, e.g. top_k, min_p.",
     )
     # Fernet ciphertext of a JSON object: header values may carry keys too. Use set_extra_headers().
     extra_headers_encrypted = models.TextField(blank=True, default="", editable=False)

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from endpoints.models import Endpoint, header_value_problem
 from engine.adapters import ADAPTERS
+from engine.params import extra_name_problem
 from projects.models import Role
 from projects.serializers import ProjectOwnedSerializer
 
@@ -41,6 +42,12 @@ class EndpointSerializer(ProjectOwnedSerializer):
         help_text="Sent with every call; stored encrypted, never returned (see extra_header_names).",
     )
     extra_header_names = serializers.ListField(child=serializers.CharField(), read_only=True)
+    extra_params = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        help_text="Parameters the server accepts beyond OpenAI's (vLLM, llama.cpp, Ollama), e.g. "
+        '["top_k", "min_p"]: experiments on this endpoint may set them.',
+    )
     price_in = serializers.FloatField(
         min_value=0, required=False, allow_null=True, help_text="Per million input tokens, in CURRENCY."
     )
@@ -72,6 +79,7 @@ class EndpointSerializer(ProjectOwnedSerializer):
             "model_prices",
             "extra_headers",
             "extra_header_names",
+            "extra_params",
             "created_at",
             "updated_at",
         ]
@@ -102,6 +110,12 @@ class EndpointSerializer(ProjectOwnedSerializer):
         if problem:
             raise serializers.ValidationError(f"The API key {problem}; it is sent as an HTTP header.")
         return value
+
+    def validate_extra_params(self, value: list[str]) -> list[str]:
+        problem = extra_name_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem[0].upper() + problem[1:] + ".")
+        return list(dict.fromkeys(value))  # a name listed twice once
 
     def validate_extra_headers(self, value: dict[str, str]) -> dict[str, str]:
         for name, header in value.items():

@@ -29,16 +29,16 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, TypedDict, TypeVar
 
 from engine import racing
-from engine.adapters.openai_compat import estimate_tokens
+from engine.adapters import ADAPTERS, BaseAdapter
 from engine.cache import compute_config_hash
 from engine.runner import ENDPOINT_KEY, MODEL_KEY, StagePlan, plan_stages
-from engine.scorers.llm_judge import DEFAULT_PROMPT, render_input
+from engine.scorers import SCORERS, ModelCalls
 from engine.templates import render, template_variables
 from engine.types import EndpointConfig, EngineError, Item, ScorerSpec, Stage, TemplateError
 
@@ -52,7 +52,6 @@ ENUMERATE_LIMIT = 100_000  # finite spaces up to this size are listed instead of
 NEIGHBOUR_TRIES = 20  # attempts per wanted neighbour
 PARENT_DECAY = 0.25  # a guided parent's weight: 1 for the best, then 0.25, 0.0625, ...
 TWO_KEY_SHARE = 0.25  # neighbours that change two keys rather than one
-JUDGE_MAX_TOKENS = 32  # the llm_judge scorer's default
 ESTIMATE_SAMPLE = 50  # dataset rows rendered for an estimate; the rest are scaled from them
 ESTIMATE_SECONDS = 2.0  # after this, templates still to estimate count as their text
 # LLM parameters whose values are objects: a list of these is a list of values, not of bundles.
@@ -598,21 +597,30 @@ def estimate(
     repeats: int = 1,
     scorers: Iterable[ScorerSpec] = (),
     default_max_tokens: int = 512,
+    adapter: str = "openai",
 ) -> Estimate:
     """Calls and a token bound before launch. Earlier stages' outputs (`previous`,
     `stages.x`) are rendered as empty text and counted at their max_tokens each;
-    a template that fails to render is counted as its source text."""
-    judges = [s.config for s in scorers if s.type == "llm_judge"]
-    costs = _RunCosts(stages, items, judges, default_max_tokens)
+    a template that fails to render is counted as its source text. Tokens are
+    counted as the adapter named `adapter` counts them; what a scorer asks of a
+    model is its class's `model_calls()`."""
+    judges = [calls for calls in map(_model_calls, scorers) if calls is not None]
+    counter = ADAPTERS.get(adapter, BaseAdapter)
+    costs = _RunCosts(stages, items, judges, default_max_tokens, counter.estimate_tokens)
     total = Estimate(runs=len(configs), calls=0, judge_calls=0, prompt_tokens=0, max_tokens=0)
     for config in configs:
         prompt, bound = costs.of(config)
         total["prompt_tokens"] += prompt * repeats
         total["max_tokens"] += bound * repeats
-    asks = sum(_limit(j.get("samples"), 1) for j in judges)  # each judge asks `samples` times
+    asks = sum(j.calls for j in judges)  # e.g. a judge asks `samples` times
     total["judge_calls"] = len(configs) * asks * len(items) * repeats
     total["calls"] = len(configs) * len(stages) * len(items) * repeats + total["judge_calls"]
     return total
+
+
+def _model_calls(spec: ScorerSpec) -> ModelCalls | None:
+    scorer = SCORERS.get(spec.type)  # an unknown type is validation's to report
+    return scorer.model_calls(spec.config) if scorer else None
 
 
 def _without_endpoints(config: Config) -> Config:
@@ -628,8 +636,16 @@ class _RunCosts:
     """One run's prompt tokens and token bound (all items, one repeat), cached by
     what decides them: configs that differ only in e.g. temperature cost the same."""
 
-    def __init__(self, stages: list[Stage], items: list[Item], judges: list[dict], default_max_tokens: int):
+    def __init__(
+        self,
+        stages: list[Stage],
+        items: list[Item],
+        judges: list[ModelCalls],
+        default_max_tokens: int,
+        tokens: Callable[[str], int],
+    ):
         self.stages, self.items, self.judges = stages, items, judges
+        self.tokens = tokens
         # Rendering every row of a large dataset would hold a web request for
         # minutes: render an even sample and scale, and stop rendering at a deadline.
         self.sample = _even_sample(items, ESTIMATE_SAMPLE)
@@ -638,7 +654,7 @@ class _RunCosts:
         self.default = default_max_tokens
         self.runs: dict[tuple[tuple[str, str], ...], tuple[int, int]] = {}
         self.templates: dict[tuple[str, ...], int] = {}  # (source, earlier stages...) -> tokens
-        self.judge_prompts: dict[str, int] = {}
+        self.judge_prompts: dict[tuple[str, Any], int] = {}
 
     def of(self, config: Config) -> tuple[int, int]:
         key = tuple(sorted((k, str(v)) for k, v in config.items() if k.rsplit(".", 1)[-1] in COST_KEYS))
@@ -650,10 +666,8 @@ class _RunCosts:
         plans = plan_stages(self.stages, _without_endpoints(config), _ANY_ENDPOINT)
         limits = [_limit(p.params.get("max_tokens"), self.default) for p in plans]
         prompt = sum(self._stage(p, [q.name for q in plans[: p.index]], limits) for p in plans)
-        prompt += sum(self._judge(j, limits[-1]) * _limit(j.get("samples"), 1) for j in self.judges)
-        outputs = sum(limits) + sum(
-            _limit(j.get("max_tokens"), JUDGE_MAX_TOKENS) * _limit(j.get("samples"), 1) for j in self.judges
-        )
+        prompt += sum(self._judge(j, limits[-1]) * j.calls for j in self.judges)
+        outputs = sum(limits) + sum(j.max_tokens * j.calls for j in self.judges)
         return prompt, prompt + outputs * len(self.items)
 
     def _stage(self, plan: StagePlan, earlier: list[str], limits: list[int]) -> int:
@@ -671,14 +685,12 @@ class _RunCosts:
             self.templates[key] = self._scaled(source, variables)
         return self.templates[key]
 
-    def _judge(self, config: dict[str, Any], output_limit: int) -> int:
-        source = str(config.get("prompt") or DEFAULT_PROMPT)
-        if source not in self.judge_prompts:
-            variables = [
-                {"input": render_input(i.input), "output": "", "reference": i.reference} for i in self.sample
-            ]
-            self.judge_prompts[source] = self._scaled(source, variables)
-        return self.judge_prompts[source] + output_limit * len(self.items)
+    def _judge(self, calls: ModelCalls, output_limit: int) -> int:
+        key = (calls.prompt, calls.variables)
+        if key not in self.judge_prompts:
+            variables = [calls.variables(i.input, i.reference) for i in self.sample]
+            self.judge_prompts[key] = self._scaled(calls.prompt, variables)
+        return self.judge_prompts[key] + output_limit * len(self.items)
 
     def _scaled(self, source: str, variables: list[dict[str, Any]]) -> int:
         """Tokens of `source` over every item, from the sample. A row it fails on
@@ -687,8 +699,16 @@ class _RunCosts:
         total = 0
         for v in variables:
             in_time = time.monotonic() < self.deadline
-            total += _tokens_of(source, v) if in_time else estimate_tokens(source)
+            total += self._tokens_of(source, v) if in_time else self.tokens(source)
         return math.ceil(total * self.scale)
+
+    def _tokens_of(self, source: str, variables: dict[str, Any]) -> int:
+        if not source:
+            return 0
+        try:
+            return self.tokens(render(source, variables))
+        except TemplateError:
+            return self.tokens(source)
 
 
 def _even_sample(items: list[Item], n: int) -> list[Item]:
@@ -696,15 +716,6 @@ def _even_sample(items: list[Item], n: int) -> list[Item]:
         return list(items)
     step = len(items) / n
     return [items[int(i * step)] for i in range(n)]
-
-
-def _tokens_of(source: str, variables: dict[str, Any]) -> int:
-    if not source:
-        return 0
-    try:
-        return estimate_tokens(render(source, variables))
-    except TemplateError:
-        return estimate_tokens(source)
 
 
 @lru_cache(maxsize=1024)

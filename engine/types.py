@@ -51,6 +51,8 @@ class EndpointConfig:
     max_concurrency: int = 0  # 0 = no limit of the endpoint's own
     extra_headers: dict[str, str] = field(default_factory=dict)
     adapter: str = "openai"
+    # Parameters the server takes beyond OpenAI's (vLLM's top_k, ...): see engine/params.py.
+    extra_params: tuple[str, ...] = ()
     # Part of every cache key of calls through this endpoint: answers cached under one
     # namespace never answer another (one per project; "" = shared).
     cache_namespace: str = ""

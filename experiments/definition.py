@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from endpoints.models import Endpoint
 from engine.sweep import SWEEPS, SweepError, build_sweep, is_linked
 from experiments.dataset_import import DatasetImportError, Row, has_nul, read_dataset, write_rows
 from experiments.models import Experiment, ExperimentFrozen
-from experiments.validation import validate_experiment
+from experiments.validation import extra_params_for, validate_experiment
 
 VERSION = 1
 KEYS = (
@@ -192,7 +193,9 @@ def parse(source: Source, project: Any) -> Parsed:
         "parameter_space": data.get("parameter_space") or {},
         "scorers": data.get("scorers") or [],
     }
-    check_experiment(source, fields)
+    check_experiment(
+        source, fields, extra_params_for(project.pk, fields["endpoint"], fields["parameter_space"])
+    )
     fields["sweep_defaults"] = sweep_defaults(source)  # after the space: a sweep plans over it
     check_endpoint_names(source, project, fields)
     return Parsed(fields, dataset_rows(source))
@@ -215,9 +218,11 @@ def endpoint_named(source: Source, project: Any, name: Any) -> Endpoint | None:
     return endpoint
 
 
-def check_experiment(source: Source, fields: dict[str, Any]) -> None:
+def check_experiment(source: Source, fields: dict[str, Any], extra_params: Collection[str] = ()) -> None:
     try:
-        validate_experiment(fields["pipeline"], fields["parameter_space"], fields["scorers"])
+        validate_experiment(
+            fields["pipeline"], fields["parameter_space"], fields["scorers"], extra_params=extra_params
+        )
     except ValidationError as exc:
         key, messages = next(iter(exc.message_dict.items()))
         raise source.error(messages[0], _path_of(key, messages[0], source.data), key) from None

@@ -110,6 +110,7 @@ class LabelledFormSet(forms.BaseFormSet):
 
 class BaseStageFormSet(LabelledFormSet):
     remove_label = "Remove this stage"
+    extra_params: frozenset[str] = frozenset()
 
     def pipeline(self) -> list[dict]:
         return [form.as_stage() for form in self.ordered_forms if form.cleaned_data]
@@ -118,7 +119,7 @@ class BaseStageFormSet(LabelledFormSet):
         if any(self.errors) or self.non_form_errors():  # e.g. a post without the management form
             return
         try:
-            validate_pipeline(self.pipeline())
+            validate_pipeline(self.pipeline(), self.extra_params)
         except ValidationError as exc:
             raise ValidationError(exc.message_dict["pipeline"]) from None
 
@@ -197,6 +198,7 @@ class ParameterForm(forms.Form):
 
 class BaseParameterFormSet(LabelledFormSet):
     stage_names: set[str] = set()
+    extra_params: frozenset[str] = frozenset()
 
     def space(self) -> dict:
         rows = [f.cleaned_data for f in self.forms if f.cleaned_data and not self._should_delete_form(f)]
@@ -214,7 +216,7 @@ class BaseParameterFormSet(LabelledFormSet):
         if repeated:
             raise ValidationError(f"Parameter {', '.join(repeated)} is listed twice; merge the values.")
         try:
-            validate_parameter_space(self.space(), self.stage_names)
+            validate_parameter_space(self.space(), self.stage_names, self.extra_params)
         except ValidationError as exc:
             raise ValidationError(exc.message_dict["parameter_space"]) from None
 
@@ -300,10 +302,20 @@ class ExperimentEditor:
 
     def is_valid(self) -> bool:
         # Validate everything, so that every mistake is shown at once.
+        extras = self.project_extra_params()
+        self.stages.extra_params = self.parameters.extra_params = extras
         results = [self.form.is_valid(), self.stages.is_valid()]
         self.parameters.stage_names = self.stage_names()
         results += [self.parameters.is_valid(), self.scorers.is_valid()]
         return all(results)
+
+    def project_extra_params(self) -> frozenset[str]:
+        """Any endpoint's extra parameters pass a row's check: the space may send a stage
+        to any endpoint. Saving checks them against the endpoints the experiment uses."""
+        rows = Endpoint.objects.filter(project_id=self.instance.project_id).values_list(
+            "extra_params", flat=True
+        )
+        return frozenset(name for names in rows for name in names or [])
 
     def stage_names(self) -> set[str]:
         forms_ = [f for f in self.stages.forms if not self.stages._should_delete_form(f)]

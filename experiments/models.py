@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from experiments.validation import validate_experiment, validate_variables
+from experiments.validation import extra_params_for, validate_experiment, validate_variables
 
 # What a running sweep reads from its experiment: frozen while one is active.
 SWEEP_INPUTS = ("endpoint", "pipeline", "parameter_space", "scorers")
@@ -59,7 +59,10 @@ class Experiment(models.Model):
         return self.name
 
     def clean(self) -> None:
-        validate_experiment(self.pipeline, self.parameter_space, self.scorers, self.dataset_columns())
+        extras = extra_params_for(self.project_id, self.endpoint, self.parameter_space)
+        validate_experiment(
+            self.pipeline, self.parameter_space, self.scorers, self.dataset_columns(), extra_params=extras
+        )
 
     @property
     def stage_names(self) -> list[str]:

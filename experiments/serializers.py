@@ -13,7 +13,7 @@ from rest_framework import serializers
 from endpoints.models import Endpoint
 from experiments.dataset_import import FORMATS, MODES, has_nul, write_rows
 from experiments.models import Experiment
-from experiments.validation import validate_experiment
+from experiments.validation import extra_params_for, validate_experiment
 from projects.serializers import ProjectOwnedSerializer
 
 SPACE_VALUES = {
@@ -149,16 +149,44 @@ class ExperimentSerializer(ProjectOwnedSerializer):
                     ]
                 }
             )
+        space = attrs.get("parameter_space", current.parameter_space if current else {})
+        checked = (
+            attrs.get("pipeline", current.pipeline if current else []),
+            space,
+            attrs.get("scorers", current.scorers if current else []),
+            self.columns(attrs),
+        )
+        chosen = attrs["endpoint"] if "endpoint" in attrs else (current.endpoint if current else None)
+        project_id = project.pk if project is not None else None
         try:
-            validate_experiment(
-                attrs.get("pipeline", current.pipeline if current else []),
-                attrs.get("parameter_space", current.parameter_space if current else {}),
-                attrs.get("scorers", current.scorers if current else []),
-                self.columns(attrs),
-            )
+            validate_experiment(*checked, extra_params=extra_params_for(project_id, chosen, space))
         except DjangoValidationError as exc:
+            if current is not None and chosen != current.endpoint:
+                before = extra_params_for(project_id, current.endpoint, space)
+                self.refuse_endpoint_change(checked, chosen, before, exc)
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+    @staticmethod
+    def refuse_endpoint_change(
+        checked: tuple, endpoint: Endpoint | None, before: frozenset[str], error: DjangoValidationError
+    ) -> None:
+        """A parameter that only the previous endpoint took: the endpoint change is the mistake."""
+        try:
+            validate_experiment(*checked, extra_params=before)
+        except DjangoValidationError:
+            return  # wrong with either endpoint: report it where it is
+        name = f"Endpoint '{endpoint.name}'" if endpoint else "Without an endpoint, the experiment"
+        found = next(iter(error.messages), "")
+        raise serializers.ValidationError(
+            {
+                "endpoint": [
+                    f"{name} does not take a parameter this experiment sets, which the previous "
+                    f"endpoint listed among its extra parameters: {found} Add it to this endpoint's "
+                    "extra parameters, or remove it from the experiment first."
+                ]
+            }
+        )
 
     def columns(self, attrs: dict) -> set[str] | None:
         """The dataset the templates will read: the rows sent along, else the stored ones."""

@@ -5,10 +5,13 @@ mistake is reported the same way everywhere: a ValidationError keyed by field,
 with a message that names the stage, the field and the line.
 """
 
+from collections.abc import Collection
 from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from endpoints.models import Endpoint
+from engine.params import NOT_PARAMS, ParamError, check_param, check_params, check_range
 from engine.scorers import validate_scorer
 from engine.sweep import OBJECT_PARAMS, SweepError, is_linked, parse_space
 from engine.templates import ENV as TEMPLATE_ENV
@@ -21,7 +24,8 @@ TEMPLATE_FIELDS = ("system", "user")
 TEMPLATE_GLOBALS = frozenset(TEMPLATE_ENV.globals)  # range, dict, namespace, ...
 
 
-def validate_pipeline(pipeline: Any) -> None:
+def validate_pipeline(pipeline: Any, extra_params: Collection[str] = ()) -> None:
+    """`extra_params`: the names the experiment's endpoints take beyond OpenAI's (engine/params.py)."""
     if not isinstance(pipeline, list) or not pipeline:
         raise ValidationError({"pipeline": "A pipeline needs at least one stage."})
     names: set[str] = set()
@@ -42,6 +46,10 @@ def validate_pipeline(pipeline: Any) -> None:
             raise ValidationError({"pipeline": f"Stage '{name}' needs a user template."})
         if not isinstance(stage.get("params", {}), dict):
             raise ValidationError({"pipeline": f"Stage '{name}' params must be an object."})
+        try:
+            check_params(stage.get("params") or {}, extra_params)
+        except ParamError as exc:
+            raise ValidationError({"pipeline": f"Stage '{name}' params: {exc}"}) from None
         for field in TEMPLATE_FIELDS:
             check_template(stage.get(field) or "", f"Stage '{name}' {field} template", "pipeline")
 
@@ -58,21 +66,23 @@ def check_template(source: Any, where: str, field: str) -> None:
         raise ValidationError({field: f"{where}: {exc}"}) from None
 
 
-def validate_parameter_space(space: Any, stage_names: set[str]) -> None:
+def validate_parameter_space(space: Any, stage_names: set[str], extra_params: Collection[str] = ()) -> None:
     if not isinstance(space, dict):
         raise ValidationError({"parameter_space": "The parameter space must be an object."})
     for key, values in space.items():
         validate_space_key(key, stage_names)
         if is_linked(key, values):
-            validate_bundles(key, values, stage_names)
+            validate_bundles(key, values, stage_names, extra_params)
         elif isinstance(values, list):
             if not values:
                 raise ValidationError({"parameter_space": f"'{key}' has an empty list of values."})
             if key.endswith((".system", ".user")):
                 for n, variant in enumerate(values, start=1):
                     check_template(variant, f"'{key}' variant {n}", "parameter_space")
+            check_values(key, values, extra_params)
         elif isinstance(values, dict):
             validate_range(key, values)
+            check_values(key, values, extra_params)
         else:
             raise ValidationError(
                 {"parameter_space": f"'{key}' must be a list of values or a range {{min, max}}."}
@@ -84,7 +94,35 @@ def validate_parameter_space(space: Any, stage_names: set[str]) -> None:
         raise ValidationError({"parameter_space": str(exc)}) from None
 
 
-def validate_bundles(key: str, bundles: list[dict], stage_names: set[str]) -> None:
+def param_of(key: str) -> str | None:
+    """The LLM parameter a space key sets (`answer.temperature` -> temperature), or None
+    for the keys the runner reads itself (model, endpoint, the templates)."""
+    name = key.split(".", 1)[1] if "." in key else key
+    return None if name in NOT_PARAMS else name
+
+
+def check_values(key: str, values: list | dict, extra_params: Collection[str] = ()) -> None:
+    """Each listed value, or both ends of a range, must be one the parameter takes."""
+    name = param_of(key)
+    if name is None:
+        return
+    try:
+        if isinstance(values, dict):
+            check_range(name, values, extra_params)
+        for value in values if isinstance(values, list) else ():
+            check_param(name, value, extra_params)
+    except ParamError as exc:
+        raise ValidationError({"parameter_space": where_in_space(key, str(exc))}) from None
+
+
+def where_in_space(key: str, message: str) -> str:
+    # Messages start with the key they are about: the definition loader finds its line so.
+    return message if message.startswith(f"'{key}' ") else f"'{key}': {message}"
+
+
+def validate_bundles(
+    key: str, bundles: list[dict], stage_names: set[str], extra_params: Collection[str] = ()
+) -> None:
     """A linked dimension: each bundle's keys are parameter names like any other."""
     for n, bundle in enumerate(bundles, start=1):
         if not bundle:
@@ -99,6 +137,12 @@ def validate_bundles(key: str, bundles: list[dict], stage_names: set[str]) -> No
                 )
             if name.endswith((".system", ".user")) or name in ("system", "user"):
                 check_template(value, f"'{key}' bundle {n} '{name}'", "parameter_space")
+            param = param_of(name)
+            try:
+                if param is not None:
+                    check_param(param, value, extra_params)
+            except ParamError as exc:
+                raise ValidationError({"parameter_space": f"'{key}' bundle {n}: {exc}"}) from None
 
 
 def validate_space_key(key: str, stage_names: set[str]) -> None:
@@ -185,14 +229,19 @@ def unknown_variables_message(where: str, unknown: list[str], columns: set[str],
 
 
 def validate_experiment(
-    pipeline: Any, parameter_space: Any, scorers: Any, columns: set[str] | None = None
+    pipeline: Any,
+    parameter_space: Any,
+    scorers: Any,
+    columns: set[str] | None = None,
+    extra_params: Collection[str] = (),
 ) -> None:
     """Validate all three, collecting one error per field. `columns`: the dataset's
-    variables, to check the templates against (None: no dataset yet, nothing to check)."""
+    variables, to check the templates against (None: no dataset yet, nothing to check).
+    `extra_params`: what extra_params_for() says the experiment's endpoints take."""
     errors: dict[str, list[str]] = {}
     for check in (
-        lambda: validate_pipeline(pipeline),
-        lambda: validate_parameter_space(parameter_space, stage_names_of(pipeline)),
+        lambda: validate_pipeline(pipeline, extra_params),
+        lambda: validate_parameter_space(parameter_space, stage_names_of(pipeline), extra_params),
         lambda: validate_scorers(scorers),
     ):
         try:
@@ -213,3 +262,30 @@ def stage_names_of(pipeline: Any) -> set[str]:
     if not isinstance(pipeline, list):
         return set()
     return {s.get("name") for s in pipeline if isinstance(s, dict) and isinstance(s.get("name"), str)}
+
+
+def extra_params_for(project_id: int | None, endpoint: Endpoint | None, space: Any) -> frozenset[str]:
+    """The parameters beyond OpenAI's that an experiment may use: those its endpoint
+    lists, and those of any endpoint its parameter space names. A launch checks each
+    stage against the one endpoint it calls (engine.params.check_configs)."""
+    names = set(endpoints_in_space(space))
+    rows = (
+        list(Endpoint.objects.filter(project_id=project_id, name__in=names)) if names and project_id else []
+    )
+    rows += [endpoint] if endpoint is not None else []
+    return frozenset(name for row in rows for name in row.extra_params or [])
+
+
+def endpoints_in_space(space: Any) -> list[str]:
+    """The endpoint names a parameter space can choose: `endpoint` values, and bundles' `endpoint` keys."""
+    found: list[str] = []
+    for key, values in (space if isinstance(space, dict) else {}).items():
+        if is_linked(key, values):
+            found += [str(v) for bundle in values for k, v in bundle.items() if _names_endpoint(k)]
+        elif _names_endpoint(key) and isinstance(values, list):
+            found += [str(v) for v in values]
+    return found
+
+
+def _names_endpoint(key: str) -> bool:
+    return key == "endpoint" or key.endswith(".endpoint")

@@ -78,6 +78,7 @@ def endpoint_config(endpoint: Endpoint, with_key: bool = True) -> EndpointConfig
         max_concurrency=endpoint.max_concurrency,
         extra_headers=endpoint.get_extra_headers() if with_key else {},
         adapter=endpoint.adapter,
+        extra_params=tuple(endpoint.extra_params or ()),
         cache_namespace=endpoint.project.effective_cache_namespace(),
     )
 

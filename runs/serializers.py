@@ -9,7 +9,7 @@ from engine.runner import RunFailure
 from experiments.export import resolved_stages
 from experiments.models import DatasetItem, Experiment, Sweep, SweepStatus, SweepType
 from experiments.serializers import JSONValueField, ParameterSpaceField
-from experiments.validation import validate_parameter_space
+from experiments.validation import extra_params_for, validate_parameter_space
 from projects.access import visible
 from runs.models import Run, RunStatus, Score, StageResult
 from runs.racing import race_summary
@@ -139,7 +139,9 @@ class SweepLaunchSerializer(serializers.Serializer):
         # n_samples, options and sizes are the engine's to check (plan_sweep names the field).
         if "parameter_space" in attrs:
             try:
-                validate_parameter_space(attrs["parameter_space"], set(experiment.stage_names))
+                space = attrs["parameter_space"]
+                extras = extra_params_for(experiment.project_id, experiment.endpoint, space)
+                validate_parameter_space(space, set(experiment.stage_names), extras)
             except DjangoValidationError as exc:
                 raise serializers.ValidationError(exc.message_dict) from None
         attrs["request"] = self.sweep_request(attrs)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
+from engine import params as llm_params
 from engine import sweep as sweeps
 from engine.cache import ResponseCache
 from engine.events import EventType
@@ -91,6 +92,7 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
         planned = generator.size()
         sweeps.check_size(planned, settings.MAX_SWEEP_RUNS)
         configs = generator.initial_configs()
+        check_sweep_params(experiment, configs)
         items = bridge.items_of(experiment)
         estimate = sweeps.estimate(
             configs,
@@ -102,7 +104,7 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
         race = (
             racing.plan_race(generator, configs, items, estimate) if request.type == SweepType.RACING else {}
         )
-    except sweeps.SweepError as exc:
+    except (sweeps.SweepError, llm_params.ParamError) as exc:
         raise SweepRequestError(exc.field, str(exc)) from None
     except EngineError as exc:  # e.g. a prompt variant whose template does not parse
         raise SweepRequestError("parameter_space", str(exc)) from None
@@ -114,6 +116,14 @@ def plan_sweep(experiment: Experiment, request: SweepRequest) -> Plan:
         estimate, runs=planned, max_cost=max_cost, **({"race": racing.race_estimate(race)} if race else {})
     )
     return Plan(space, generator, configs, planned, estimate, race)
+
+
+def check_sweep_params(experiment: Experiment, configs: list[dict]) -> None:
+    """Each stage's parameters against the endpoint it calls (an endpoint edited since
+    the experiment was saved may no longer list an extra parameter it sets)."""
+    endpoints = bridge.all_endpoints(experiment.project_id, with_keys=False)
+    own = endpoints.get(experiment.endpoint.name) if experiment.endpoint else None
+    llm_params.check_configs(configs, bridge.stages_of(experiment), own, endpoints)
 
 
 def dearest_price(experiment: Experiment) -> float:

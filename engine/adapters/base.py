@@ -23,6 +23,11 @@ class ConnectionReport(TypedDict):
     error: str | None
 
 
+def estimate_tokens(text: str) -> int:
+    """About four characters a token; never zero for non-empty text."""
+    return (len(text) + 3) // 4
+
+
 class BaseAdapter:
     name: str = ""
     can_complete: bool = True
@@ -35,6 +40,17 @@ class BaseAdapter:
     def __init__(self, endpoint: EndpointConfig, max_connections: int = 64):
         self.endpoint = endpoint
         self.max_connections = max_connections  # the most calls the gateway sends at once
+
+    @classmethod
+    def estimate_tokens(cls, text: str) -> int:
+        """The tokens `text` will count as in a call, before any call is made (a sweep's
+        estimate). An adapter whose server has a tokenizer of its own may override this."""
+        return estimate_tokens(text)
+
+    @classmethod
+    def estimate_call_tokens(cls, messages: Messages) -> int:
+        """The prompt tokens of a call with these messages."""
+        return sum(cls.estimate_tokens(m.get("content") or "") for m in messages)
 
     async def complete(self, messages: Messages, model: str, params: dict[str, Any]) -> AdapterResponse:
         raise AdapterError(

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.adapters.base import BaseAdapter, register_adapter
+from engine.adapters.base import BaseAdapter, estimate_tokens, register_adapter
 from engine.adapters.transport import LeanTransport
 from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages
 
@@ -39,11 +39,6 @@ def normalise_base_url(url: str) -> str:
     if urlsplit(url).path in ("", "/"):
         url += "/v1"
     return url
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token; never zero for non-empty text."""
-    return (len(text) + 3) // 4
 
 
 class _Failure(Exception):

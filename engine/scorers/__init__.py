@@ -11,17 +11,21 @@ from engine.scorers import (  # noqa: F401
 from engine.scorers.base import (
     SCORERS,
     BaseScorer,
+    ModelCalls,
     ScorerCallError,
     build_scorer,
     register_scorer,
+    scorer_class,
     validate_scorer,
 )
 
 __all__ = [
     "SCORERS",
     "BaseScorer",
+    "ModelCalls",
     "ScorerCallError",
     "build_scorer",
     "register_scorer",
+    "scorer_class",
     "validate_scorer",
 ]

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from engine.types import ScoreContext, ScoreOutcome, ScorerError, ScorerSpec
@@ -33,6 +33,16 @@ class ScorerCallError(ScorerError):
         self.tokens_in = tokens_in
         self.tokens_out = tokens_out
         self.details = details or {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCalls:
+    """What scoring one output asks of a model, for a sweep's estimate before launch."""
+
+    prompt: str  # a template over variables(item input, reference), the output left empty
+    calls: int  # per scored output (a sampled judge asks more than once)
+    max_tokens: int  # the most each call answers
+    variables: Callable[[dict[str, Any], str], dict[str, Any]]
 
 
 class BaseScorer:
@@ -54,6 +64,12 @@ class BaseScorer:
         """Whether this scorer, so configured, calls a model that may bill for it
         (`endpoint`: the experiment's, or None)."""
         return cls.costs_tokens
+
+    @classmethod
+    def model_calls(cls, config: dict[str, Any]) -> ModelCalls | None:
+        """What this scorer, so configured, asks of a model per output; None when it
+        calls none (it costs no tokens). Read from the raw config: an estimate builds no scorer."""
+        return None
 
     @property
     def label(self) -> str:

@@ -13,7 +13,7 @@ import jinja2
 from jinja2 import meta
 
 from engine.adapters import adapter_class
-from engine.scorers.base import BaseScorer, ScorerCallError, register_scorer
+from engine.scorers.base import BaseScorer, ModelCalls, ScorerCallError, register_scorer
 from engine.templates import BoundedEnvironment, from_string, render_compiled
 from engine.types import (
     AdapterError,
@@ -147,6 +147,16 @@ def render_input(input_data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prompt_variables(input_data: dict[str, Any], reference: str, output: str = "") -> dict[str, Any]:
+    """What the judge prompt's template reads."""
+    return {"input": render_input(input_data), "output": output, "reference": reference}
+
+
+def _positive(value: Any, default: int) -> int:
+    whole = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return int(value) if whole else default
+
+
 @dataclasses.dataclass
 class Reply:
     result: CallResult
@@ -192,6 +202,16 @@ class LLMJudgeScorer(BaseScorer):
         self.first_form: dict[str, int] = {}
         super().__init__(config, name)
 
+    @classmethod
+    def model_calls(cls, config: dict[str, Any]) -> ModelCalls:
+        defaults = cls.Options()
+        return ModelCalls(
+            prompt=str(config.get("prompt") or defaults.prompt),
+            calls=_positive(config.get("samples"), defaults.samples),
+            max_tokens=_positive(config.get("max_tokens"), defaults.max_tokens),
+            variables=prompt_variables,
+        )
+
     def check_options(self) -> None:
         if not 0 <= self.options.temperature <= 2:
             raise self.config_error(f"temperature must be between 0 and 2, got {self.options.temperature}")
@@ -236,7 +256,7 @@ class LLMJudgeScorer(BaseScorer):
     def render(self, input_data: dict, output: str, context: ScoreContext) -> str:
         assert self.template is not None  # compiled in check_options
         try:
-            variables = {"input": render_input(input_data), "output": output, "reference": context.reference}
+            variables = prompt_variables(input_data, context.reference, output)
             return render_compiled(self.template, variables)
         except (jinja2.TemplateError, TemplateError) as error:
             raise self.config_error(f"prompt failed to render: {error}") from None

@@ -47,7 +47,7 @@ DEFAULTS = {
 
 
 def full_experiment(project):
-    endpoint = make_endpoint("local", project=project)
+    endpoint = make_endpoint("local", project=project, extra_params=["top_k"])  # a vLLM server
     make_endpoint("judge", project=project)
     return make_experiment(
         endpoint,
@@ -64,7 +64,7 @@ def full_experiment(project):
 
 def other_project():
     project = make_project("Elsewhere")
-    make_endpoint("local", project=project)
+    make_endpoint("local", project=project, extra_params=["top_k"])
     make_endpoint("judge", project=project)
     return project
 
@@ -189,7 +189,7 @@ def test_a_bad_scorer_names_the_file_the_line_and_the_field(tmp_path):
             "row",
         ),
         (
-            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space: {t: {min: 0, max: 1}}\nsweep:\n  type: grid\n",
+            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space: {temperature: {min: 0, max: 1}}\nsweep:\n  type: grid\n",
             5,
             "sweep.type",
             "A grid needs lists of values",
@@ -214,3 +214,45 @@ def test_an_inline_definition_cannot_point_at_a_file():
     with pytest.raises(DefinitionError, match="a file path needs a definition read from a file"):
         import_definition(load_definition(text, "request body"), make_project())
     assert not Experiment.objects.filter(name="x").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space:\n  temprature: [0.1]\n",
+            4,
+            "parameter_space",
+            "unknown parameter 'temprature' — did you mean temperature?",
+        ),
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space:\n  top_p: {min: 0, max: 1.5}\n",
+            4,
+            "parameter_space",
+            "'top_p' range max 1.5",
+        ),
+        (
+            "name: x\npipeline:\n  - {name: a, user: hi}\n  - {name: b, user: hi, params: {n: 4}}\n",
+            4,
+            "pipeline",
+            "Stage 'b' params: 'n' must be 1",
+        ),
+    ],
+)
+def test_a_parameter_mistake_is_located(text, line, field, words):
+    with pytest.raises(DefinitionError) as info:
+        import_definition(load_definition(text, "exp.yaml"), make_project())
+    assert (info.value.line, info.value.field) == (line, field)
+    assert words in str(info.value) and str(info.value).startswith(f"exp.yaml:{line}:")
+
+
+def test_a_server_parameter_imports_only_onto_an_endpoint_that_lists_it():
+    text = "name: x\nendpoint: local\npipeline: [{name: a, user: hi, params: {min_p: 0.05}}]\n"
+    project = make_project()
+    endpoint = make_endpoint("local", project=project)
+    with pytest.raises(DefinitionError, match="unknown parameter 'min_p'"):
+        import_definition(load_definition(text, "exp.yaml"), project)
+    endpoint.extra_params = ["min_p"]
+    endpoint.save()
+    imported = import_definition(load_definition(text, "exp.yaml"), project).experiment
+    assert imported.pipeline[0]["params"] == {"min_p": 0.05}

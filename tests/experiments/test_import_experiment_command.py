@@ -71,6 +71,17 @@ def test_an_error_names_the_file_and_the_line(files):
     assert str(info.value).startswith(f"{files / 'exp.yaml'}:10: parameter_space: 'provider' bundle 2")
 
 
+def test_a_parameter_out_of_range_stops_the_import_with_one_line(files):
+    make_endpoint("local", project=make_project())
+    (files / "exp.yaml").write_text(DEFINITION.replace("temperature: 0.9", "temperature: 9"))
+    with pytest.raises(CommandError) as info:
+        run(files / "exp.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{files / 'exp.yaml'}:10: parameter_space: ")
+    assert "'provider' bundle 2: 'temperature' must be a number from 0 to 2, got 9" in message
+    assert not Experiment.objects.exists()
+
+
 def test_a_promptfoo_config_lists_what_was_not_imported(files):
     make_endpoint("local", base_url="http://127.0.0.1:9/v1", project=make_project())
     (files / "promptfooconfig.yaml").write_text(

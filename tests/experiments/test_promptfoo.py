@@ -341,6 +341,19 @@ def test_a_config_without_a_usable_provider_is_refused_and_nothing_is_created(tm
     assert not Endpoint.objects.exists()
 
 
+def test_a_provider_parameter_out_of_range_is_refused_and_nothing_is_created(tmp_path, stub):
+    config = (
+        'prompts: ["Hi {{ name }}"]\n'
+        "providers: [{id: 'openai:chat:m', config: {apiBaseUrl: STUB, temperature: 3}}]\n"
+        "tests: [{vars: {name: a}}]\n"
+    )
+    with pytest.raises(
+        DefinitionError, match=r"'provider' bundle 1: 'temperature' must be a number from 0 to 2"
+    ):
+        load(tmp_path, config, stub)
+    assert not Endpoint.objects.exists()
+
+
 def test_a_viewer_level_import_may_not_create_endpoints(tmp_path, stub):
     from django.core.exceptions import PermissionDenied
 

@@ -129,3 +129,17 @@ def test_test_connection_with_a_key_that_no_longer_decrypts_says_so(client, alic
     page = response.content.decode().replace("&#x27;", "'")
     assert "The key of endpoint 'keyed' cannot be decrypted with this SECRET_KEY; enter it again" in page
     assert llm_stub.calls == 0 and not llm_stub.requests
+
+
+def test_extra_parameters_are_entered_as_names_and_shown_back(client):
+    client.post(reverse("ui:endpoint_create"), form_data(extra_params="top_k, min_p\nrepeat_penalty top_k"))
+    endpoint = Endpoint.objects.get(name="local")
+    assert endpoint.extra_params == ["top_k", "min_p", "repeat_penalty"]
+    page = client.get(reverse("ui:endpoint_edit", args=[endpoint.pk])).content.decode()
+    assert 'value="top_k, min_p, repeat_penalty"' in page
+
+
+def test_an_openai_parameter_is_not_an_extra(client):
+    response = client.post(reverse("ui:endpoint_create"), form_data(extra_params="top_k, temperature"))
+    assert "&#x27;temperature&#x27; is an OpenAI parameter" in response.content.decode()
+    assert not Endpoint.objects.exists()

@@ -258,3 +258,46 @@ def test_a_template_reading_a_variable_nothing_provides_is_refused_in_the_editor
     assert "capital (dataset column), country (dataset column)" in page
     experiment.refresh_from_db()
     assert len(experiment.pipeline) == 1
+
+
+def test_a_parameter_value_out_of_range_is_shown_at_the_parameters(client):
+    data = editor_data(
+        [{"name": "answer", "user": "Capital of {{ country }}?", "ORDER": "1"}],
+        [{"key": "temperature", "values": "0, 2.5"}],
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    assert response.status_code == 200 and not Experiment.objects.exists()
+    errors = response.context["editor"].parameters.non_form_errors()
+    assert "'temperature' must be a number from 0 to 2, got 2.5" in errors[0]
+
+
+def test_a_misspelt_stage_parameter_says_the_closest_name(client):
+    data = editor_data(
+        [
+            {
+                "name": "answer",
+                "user": "Capital of {{ country }}?",
+                "ORDER": "1",
+                "params": '{"temprature": 0.2}',
+            }
+        ]
+    )
+    response = client.post(reverse("ui:experiment_create"), data)
+    errors = response.context["editor"].stages.non_form_errors()
+    assert "Stage 'answer' params: unknown parameter 'temprature' — did you mean temperature?" in errors[0]
+    assert not Experiment.objects.exists()
+
+
+def test_a_server_parameter_is_saved_only_with_an_endpoint_that_lists_it(client):
+    plain = make_endpoint("openai")
+    vllm = make_endpoint("vllm", extra_params=["top_k"])
+    stages = [{"name": "answer", "user": "Capital of {{ country }}?", "ORDER": "1"}]
+    params = [{"key": "top_k", "values": "20, 40"}]
+    refused = client.post(
+        reverse("ui:experiment_create"), editor_data(stages, params, endpoint=str(plain.pk))
+    )
+    assert refused.status_code == 200 and not Experiment.objects.exists()
+    assert "unknown parameter &#x27;top_k&#x27;" in refused.content.decode()
+    saved = client.post(reverse("ui:experiment_create"), editor_data(stages, params, endpoint=str(vllm.pk)))
+    assert saved.status_code == 302
+    assert Experiment.objects.get().parameter_space == {"top_k": [20, 40]}
