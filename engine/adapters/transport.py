@@ -22,6 +22,8 @@ import httpx
 Origin = tuple[str, str, int]
 MAX_HEADER_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+# Answers that never have a body, whatever their headers say (RFC 9112 section 6.3).
+BODILESS_STATUSES = frozenset({204, 304})
 
 
 class _Connection:
@@ -69,7 +71,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._slots.release()
             raise
         status, reason, headers = head
-        stream = _Body(self, origin, conn, headers, request.method, timeouts.get("read"), request)
+        stream = _Body(self, origin, conn, headers, request.method, status, timeouts.get("read"), request)
         return httpx.Response(
             status,
             headers=headers,
@@ -171,6 +173,7 @@ class _Body(httpx.AsyncByteStream):
         conn: _Connection,
         headers: list[tuple[bytes, bytes]],
         method: str,
+        status: int,
         read_timeout: float | None,
         request: httpx.Request,
     ):
@@ -181,8 +184,12 @@ class _Body(httpx.AsyncByteStream):
         self.chunked = b"chunked" in fields.get(b"transfer-encoding", b"").lower()
         length = fields.get(b"content-length")
         self.remaining = int(length) if length is not None and not self.chunked else None
-        if method == "HEAD":
-            self.remaining = 0
+        if method == "HEAD" or status in BODILESS_STATUSES or status < 200:
+            # No body follows, even without a Content-Length: reading "until close"
+            # would wait for the read timeout on a kept-alive connection.
+            self.remaining, self.chunked = 0, False
+            if status == 101:  # the connection now speaks another protocol
+                self.keep_alive = False
         self.complete = False
         self.closed = False
 
