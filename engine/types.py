@@ -69,6 +69,9 @@ class EndpointConfig:
     # Part of every cache key of calls through this endpoint: answers cached under one
     # namespace never answer another (one per project; "" = shared).
     cache_namespace: str = ""
+    # The adapter's HTTP client: "lean" (engine/adapters/transport.py) or "httpx"'s own;
+    # both honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY (the LLM_HTTP_TRANSPORT setting).
+    http_transport: str = "lean"
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connection, connections, models
 from django.db.models import Count, F, Sum
 from django.db.models.constants import OnConflict
@@ -80,6 +81,7 @@ def endpoint_config(endpoint: Endpoint, with_key: bool = True) -> EndpointConfig
         extra_headers=endpoint.get_extra_headers() if with_key else {},
         adapter=endpoint.adapter,
         cache_namespace=endpoint.project.effective_cache_namespace(),
+        http_transport=settings.LLM_HTTP_TRANSPORT,
     )
 
 

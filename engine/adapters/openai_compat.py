@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.adapters.base import BaseAdapter, register_adapter
-from engine.adapters.transport import LeanTransport
+from engine.adapters.transport import ProxyConfigError, make_client
 from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages, RateLimited
 
 T = TypeVar("T")
@@ -101,13 +101,24 @@ class OpenAICompatAdapter(BaseAdapter):
         headers = {"Accept": "application/json", **endpoint.extra_headers}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        # Sized to the calls the gateway lets through at once.
-        pool = max(1, max_connections)
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(endpoint.timeout_s),
-            transport=LeanTransport(max_connections=pool, ssl_context=_ssl_context()),
-        )
+        try:
+            self._client = make_client(
+                endpoint.http_transport,
+                headers=headers,
+                timeout=httpx.Timeout(endpoint.timeout_s),
+                max_connections=max(1, max_connections),  # the calls the gateway lets through at once
+                ssl_context=_ssl_context(),
+            )
+        except ProxyConfigError as exc:
+            raise AdapterError(
+                f"Endpoint '{endpoint.name}': the proxy set in the environment cannot be used ({exc}). "
+                "Fix HTTP_PROXY, HTTPS_PROXY or ALL_PROXY (a socks:// proxy needs httpx[socks]).",
+                permanent=True,
+            ) from exc
+        except ValueError as exc:
+            raise AdapterError(
+                f"Endpoint '{endpoint.name}': {exc}. Set LLM_HTTP_TRANSPORT to one of those.", permanent=True
+            ) from exc
         # LLM APIs set no cookies we need; parsing Set-Cookie on every answer costs ~0.3 ms.
         self._client._cookies = _NoCookies()  # noqa: SLF001 - httpx has no switch for this
 
