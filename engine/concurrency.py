@@ -65,6 +65,7 @@ class AdaptiveLimit:
         self._waiters: deque[asyncio.Future[int]] = deque()
         self._stalled_since: float | None = None  # first refusal after the last success seen
         self._successes_seen = 0
+        self._last_refusal_at = 0.0
 
     # -- slots ---------------------------------------------------------------
     async def acquire(self) -> int:
@@ -143,8 +144,12 @@ class AdaptiveLimit:
         or None to retry it. Only calls that keep being refused give up: the endpoint
         answered nothing else for `patience_s`, or this call was refused too often."""
         now = asyncio.get_running_loop().time()
-        if self.successes != self._successes_seen or self._stalled_since is None:
+        # A new stall starts after a success, or after a quiet spell longer than any
+        # pause (nobody asked: a paused sweep), which is no evidence of refusals.
+        quiet = now - self._last_refusal_at > 2 * self.max_pause_s
+        if self.successes != self._successes_seen or self._stalled_since is None or quiet:
             self._successes_seen, self._stalled_since = self.successes, now
+        self._last_refusal_at = now
         stalled = now - self._stalled_since
         if stalled >= self.patience_s:
             why = (

@@ -150,6 +150,15 @@ async def test_a_call_gives_up_only_once_the_endpoint_answered_nothing_else_for_
 
 
 @pytest.mark.asyncio
+async def test_a_quiet_spell_between_refusals_is_not_counted_as_a_stall() -> None:
+    # As when a sweep is paused for a while between two refusals.
+    limit = AdaptiveLimit(4, patience_s=0.2, max_pause_s=0.05)
+    assert limit.give_up(refusal(), 1) is None
+    await asyncio.sleep(0.25)  # longer than any pause: nobody was asking
+    assert limit.give_up(refusal(), 2) is None
+
+
+@pytest.mark.asyncio
 async def test_a_call_refused_again_and_again_while_others_pass_gives_up() -> None:
     limit = AdaptiveLimit(4, max_refusals=5)
     for n in range(1, 5):
