@@ -1,5 +1,8 @@
 """Every LLM call of a sweep goes through here: cache, single-flight, concurrency limits.
 
+Each endpoint's limit adapts to rate limiting (engine/concurrency.py): a 429 or 503
+is waited out and retried here, not failed.
+
 One `Gateway` per sweep (per event loop). It implements `engine.types.LLMClient`.
 """
 
@@ -7,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from engine.adapters import BaseAdapter, create_adapter
 from engine.cache import UNHASHED_PARAMS, ResponseCache, compute_config_hash
-from engine.types import AdapterResponse, CallResult, EndpointConfig, Messages
+from engine.concurrency import AdaptiveLimit
+from engine.types import AdapterResponse, CallResult, EndpointConfig, Messages, RateLimited
+
+T = TypeVar("T")
 
 LOCAL_EMBEDDER = EndpointConfig(name="local-minilm", base_url="", adapter="local-minilm")
 
@@ -43,9 +49,12 @@ class Gateway:
         *,
         max_concurrent: int = 64,
         on_spend: Callable[[int], None] | None = None,
+        limit_options: dict[str, float] | None = None,
     ):
         self.cache = cache if cache is not None else ResponseCache()
         self.max_concurrent = max_concurrent
+        # Keyword arguments of each endpoint's AdaptiveLimit (patience_s, max_refusals, ...).
+        self.limit_options = limit_options or {}
         self.on_spend = on_spend  # called with tokens_in + tokens_out of each real call
         # Wraps each real call, inside the concurrency limits; a sweep's orchestrator
         # replaces it with its gate (pause, stop, budget).
@@ -57,7 +66,7 @@ class Gateway:
         self.tokens_in_spent = 0
         self.tokens_out_spent = 0
         self._adapters: dict[str, BaseAdapter] = {}
-        self._endpoint_limits: dict[str, asyncio.Semaphore] = {}
+        self._endpoint_limits: dict[str, AdaptiveLimit] = {}
         self._global_limit = asyncio.Semaphore(max_concurrent)
 
     async def __aenter__(self) -> Gateway:
@@ -96,11 +105,8 @@ class Gateway:
     async def _call(
         self, endpoint: EndpointConfig, messages: Messages, model: str, params: dict[str, Any]
     ) -> AdapterResponse:
-        async with self._limits(endpoint):
-            # Admitted only once a slot is ours: a sweep paused (or out of budget)
-            # while this call waited for a slot must not send it.
-            async with self.admission():
-                response = await self.adapter(endpoint).complete(messages, model, params)
+        adapter = self.adapter(endpoint)
+        response = await self._limited(endpoint, lambda: adapter.complete(messages, model, params))
         self.calls_made += 1
         self.tokens_in_spent += response.tokens_in
         self.tokens_out_spent += response.tokens_out
@@ -108,24 +114,44 @@ class Gateway:
             self.on_spend(response.tokens_in + response.tokens_out)
         return response
 
-    @contextlib.asynccontextmanager
-    async def _limits(self, endpoint: EndpointConfig) -> AsyncIterator[None]:
-        # The endpoint's own limit first: calls queued for a saturated endpoint must
-        # not hold global slots that other endpoints could use.
-        own = self._endpoint_limit(endpoint)
-        if own is None:
-            async with self._global_limit:
-                yield
-            return
-        async with own, self._global_limit:
-            yield
+    async def _limited(
+        self, endpoint: EndpointConfig, send: Callable[[], Awaitable[T]], admit: bool = True
+    ) -> T:
+        """`send()` within the endpoint's adaptive limit and the global one, again
+        after each rate-limited answer until it goes through or the limit gives up.
+        `admit`: through the sweep's gate too (completions; a scorer's embeddings are not)."""
+        limit = self.endpoint_limit(endpoint)
+        admission = self.admission if admit else _admit_all
+        refusals = 0
+        while True:
+            # The endpoint's own limit first: calls queued for a saturated endpoint must
+            # not hold global slots that other endpoints could use.
+            epoch = await limit.acquire()
+            try:
+                async with self._global_limit:
+                    # Admitted only once a slot is ours: a sweep paused (or out of budget)
+                    # while this call waited for a slot must not send it.
+                    async with admission():
+                        result = await send()
+            except RateLimited as refused:
+                refusals += 1
+                error = limit.give_up(refused, refusals)
+                if error is not None:
+                    raise error from refused
+                limit.rate_limited(epoch, refused.retry_after)
+                continue  # waits out the pause in acquire(), after release() below
+            finally:
+                limit.release()
+            limit.succeeded()
+            return result
 
-    def _endpoint_limit(self, endpoint: EndpointConfig) -> asyncio.Semaphore | None:
-        if endpoint.max_concurrency <= 0:
-            return None
+    def endpoint_limit(self, endpoint: EndpointConfig) -> AdaptiveLimit:
+        """The endpoint's adaptive limit: up to its max_concurrency, else the global limit."""
         limit = self._endpoint_limits.get(endpoint.name)
         if limit is None:
-            limit = self._endpoint_limits[endpoint.name] = asyncio.Semaphore(endpoint.max_concurrency)
+            ceiling = endpoint.max_concurrency if endpoint.max_concurrency > 0 else self.max_concurrent
+            limit = AdaptiveLimit(min(ceiling, self.max_concurrent), **self.limit_options)
+            self._endpoint_limits[endpoint.name] = limit
         return limit
 
     def adapter(self, endpoint: EndpointConfig) -> BaseAdapter:
@@ -135,6 +161,8 @@ class Gateway:
             limit = endpoint.max_concurrency
             connections = min(limit, self.max_concurrent) if limit > 0 else self.max_concurrent
             adapter = self._adapters[endpoint.name] = create_adapter(endpoint, max_connections=connections)
+            # Rate limits come back to _limited(), which slows the whole endpoint down.
+            adapter.defer_rate_limits = True
         return adapter
 
     async def embed(
@@ -152,8 +180,8 @@ class Gateway:
         if backend is LOCAL_EMBEDDER:
             vectors = await self.adapter(backend).embed(distinct, model)
         else:
-            async with self._limits(backend):
-                vectors = await self.adapter(backend).embed(distinct, model)
+            adapter = self.adapter(backend)
+            vectors = await self._limited(backend, lambda: adapter.embed(distinct, model), admit=False)
         by_text = dict(zip(distinct, vectors, strict=True))
         return [by_text[t] for t in texts]
 

@@ -32,6 +32,21 @@ class AdapterError(EngineError):
         self.public = message if public is None else public
 
 
+class RateLimited(AdapterError):
+    """One rate-limited answer (429, 503) that the caller waits out and retries
+    (engine/concurrency.py); `exhausted` is the error to fail with when it stops."""
+
+    def __init__(self, subject: str, detail: str, public: str, status: int, retry_after: float | None):
+        super().__init__(f"{subject}: {detail}", status=status, public=public)
+        self.subject, self.detail, self.retry_after = subject, detail, retry_after
+
+    def exhausted(self, attempts: int, why: str, hint: str) -> AdapterError:
+        tail = f"; {why} [{attempts} attempts]. {hint}"
+        return AdapterError(
+            f"{self.subject}: {self.detail}{tail}", status=self.status, public=f"{self.public}{tail}"
+        )
+
+
 class TemplateError(EngineError):
     """A stage template failed to parse or render."""
 
@@ -56,6 +71,9 @@ class EndpointConfig:
     # Part of every cache key of calls through this endpoint: answers cached under one
     # namespace never answer another (one per project; "" = shared).
     cache_namespace: str = ""
+    # The adapter's HTTP client: "lean" (engine/adapters/transport.py) or "httpx"'s own;
+    # both honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY (the LLM_HTTP_TRANSPORT setting).
+    http_transport: str = "lean"
 
 
 @dataclass

@@ -189,6 +189,11 @@ RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "runs.queue.RecoveringWorke
 INPROCESS_WORKERS = envint("INPROCESS_WORKERS", "4")
 
 MAX_CONCURRENT_RUNS = envint("MAX_CONCURRENT_RUNS", "8")
+# The HTTP client of LLM calls: "lean" (a keep-alive transport of our own, a fraction of
+# httpx's CPU per call) or "httpx" (its own). Both honour HTTP_PROXY, HTTPS_PROXY, NO_PROXY.
+LLM_HTTP_TRANSPORT = os.environ.get("LLM_HTTP_TRANSPORT", "lean").strip().lower()
+if LLM_HTTP_TRANSPORT not in ("lean", "httpx"):
+    raise ImproperlyConfigured(f"LLM_HTTP_TRANSPORT must be lean or httpx, got {LLM_HTTP_TRANSPORT!r}")
 MAX_TOKENS_PER_SWEEP = envint("MAX_TOKENS_PER_SWEEP", "1000000")
 CURRENCY = os.environ.get("CURRENCY", "USD")  # of the endpoints' prices and every cost shown
 # `make run`'s admin password, the local model build's log and status.

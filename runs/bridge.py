@@ -11,6 +11,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Length
@@ -80,6 +81,7 @@ def endpoint_config(endpoint: Endpoint, with_key: bool = True) -> EndpointConfig
         adapter=endpoint.adapter,
         extra_params=tuple(endpoint.extra_params or ()),
         cache_namespace=endpoint.project.effective_cache_namespace(),
+        http_transport=settings.LLM_HTTP_TRANSPORT,
     )
 
 

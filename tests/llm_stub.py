@@ -88,6 +88,13 @@ class LLMStub(LoopbackServer):
         self.answered: list[dict[str, Any]] = []  # chat completions whose answer went out: paid for
         self.in_flight = 0
         self.max_in_flight = 0
+        # Plays a rate-limited server: a chat completion that arrives while this many are
+        # being served is answered 429 at once, with `retry_after` as its Retry-After.
+        self.capacity: int | None = None
+        self.retry_after = "1"
+        self.serving = 0
+        self.max_serving = 0
+        self.rate_limited = 0  # 429s sent for capacity
         self._lock = threading.Lock()
         self._answer_limit: int | None = None
         self._admitted = 0
@@ -136,6 +143,7 @@ class LLMStub(LoopbackServer):
             self.faults.clear()
             self.scripted.clear()
             self.max_in_flight = 0
+            self.capacity, self.max_serving, self.rate_limited = None, 0, 0
 
     def _record(
         self, body: dict[str, Any], headers: dict[str, str] | None = None, port: int = 0
@@ -173,6 +181,22 @@ class LLMStub(LoopbackServer):
                 return True
         self._released.wait()
         return False
+
+    def _take_capacity(self) -> bool | None:
+        """False: over capacity, to be refused with a 429; True: one taken; None: no capacity set."""
+        with self._lock:
+            if self.capacity is None:
+                return None
+            if self.serving >= self.capacity:
+                self.rate_limited += 1
+                return False
+            self.serving += 1
+            self.max_serving = max(self.max_serving, self.serving)
+            return True
+
+    def _give_capacity(self) -> None:
+        with self._lock:
+            self.serving -= 1
 
     def _done(self) -> None:
         with self._lock:
@@ -252,6 +276,15 @@ class _Handler(LoopbackHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         era = self.stub._era
         fault = self.stub._record(body, headers, self.client_address[1])
+        taken = self.stub._take_capacity()
+        if taken is False:
+            try:
+                message = {"error": {"message": "Rate limit reached, retry later", "type": "rate_limit"}}
+                return self._send(
+                    429, json.dumps(message).encode(), headers={"Retry-After": self.stub.retry_after}
+                )
+            finally:
+                self.stub._done()
         try:
             time.sleep(self.stub._latency(body))
             if not self.stub._admit(era):
@@ -272,6 +305,8 @@ class _Handler(LoopbackHandler):
             with self.stub._lock:
                 self.stub.answered.append(body)
         finally:
+            if taken:
+                self.stub._give_capacity()
             self.stub._done()
 
     def _apply_fault(self, fault: Fault) -> bool:

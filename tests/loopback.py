@@ -8,6 +8,7 @@ measure that instead of PromptLooper.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -18,6 +19,8 @@ class LoopbackServer:
     `self.server_owner`. Use it as a context manager or call start()/stop()."""
 
     handler_class: type[LoopbackHandler]
+    # Set before start() to serve HTTPS with this server-side context.
+    tls: ssl.SSLContext | None = None
 
     def __init__(self) -> None:
         self._server: ThreadingHTTPServer | None = None
@@ -25,6 +28,8 @@ class LoopbackServer:
     def start(self) -> Self:
         handler = type("Handler", (self.handler_class,), {"server_owner": self})
         self._server = _Server(("127.0.0.1", 0), handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 

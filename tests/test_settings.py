@@ -129,3 +129,9 @@ def test_the_test_database_connection_has_the_jit_off():
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
         assert cursor.fetchone()[0] == "off"
+
+
+def test_an_unknown_llm_http_transport_says_which_are_known():
+    result = load_settings(LLM_HTTP_TRANSPORT="curl", DEBUG="true")
+    assert result.returncode != 0
+    assert "LLM_HTTP_TRANSPORT must be lean or httpx, got 'curl'" in result.stderr

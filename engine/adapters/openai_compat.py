@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.adapters.base import BaseAdapter, estimate_tokens, register_adapter
-from engine.adapters.transport import LeanTransport
-from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages
+from engine.adapters.transport import ProxyConfigError, make_client
+from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages, RateLimited
 
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# "Too many requests" and "overloaded": the answers that make the gateway slow down.
+RATE_LIMIT_STATUSES = frozenset({429, 503})
 EXCERPT_CHARS = 200
 
 
@@ -53,6 +55,7 @@ class _Failure(Exception):
         permanent: bool = False,
         retry_after: float | None = None,
         public: str | None = None,
+        rate_limited: bool = False,
     ):
         super().__init__(detail)
         self.detail = detail
@@ -64,6 +67,7 @@ class _Failure(Exception):
         self.retryable = retryable
         self.permanent = permanent
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 @register_adapter("openai")
@@ -76,6 +80,9 @@ class OpenAICompatAdapter(BaseAdapter):
     max_backoff_s = 30.0
     max_retry_after_s = 60.0
     embed_batch_size = 256  # OpenAI caps one request at 2048 inputs; servers differ
+    # Set by the gateway: a rate-limited answer is raised at once as RateLimited, for
+    # the gateway to slow every call to this endpoint down (engine/concurrency.py).
+    defer_rate_limits = False
 
     def __init__(
         self, endpoint: EndpointConfig, retry_base_delay_s: float | None = None, max_connections: int = 64
@@ -89,13 +96,24 @@ class OpenAICompatAdapter(BaseAdapter):
         headers = {"Accept": "application/json", **endpoint.extra_headers}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        # Sized to the calls the gateway lets through at once.
-        pool = max(1, max_connections)
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(endpoint.timeout_s),
-            transport=LeanTransport(max_connections=pool, ssl_context=_ssl_context()),
-        )
+        try:
+            self._client = make_client(
+                endpoint.http_transport,
+                headers=headers,
+                timeout=httpx.Timeout(endpoint.timeout_s),
+                max_connections=max(1, max_connections),  # the calls the gateway lets through at once
+                ssl_context=_ssl_context(),
+            )
+        except ProxyConfigError as exc:
+            raise AdapterError(
+                f"Endpoint '{endpoint.name}': the proxy set in the environment cannot be used ({exc}). "
+                "Fix HTTP_PROXY, HTTPS_PROXY or ALL_PROXY (a socks:// proxy needs httpx[socks]).",
+                permanent=True,
+            ) from exc
+        except ValueError as exc:
+            raise AdapterError(
+                f"Endpoint '{endpoint.name}': {exc}. Set LLM_HTTP_TRANSPORT to one of those.", permanent=True
+            ) from exc
         # LLM APIs set no cookies we need; parsing Set-Cookie on every answer costs ~0.3 ms.
         self._client._cookies = _NoCookies()  # noqa: SLF001 - httpx has no switch for this
 
@@ -242,10 +260,14 @@ class OpenAICompatAdapter(BaseAdapter):
             except _Failure as failure:
                 if not failure.retryable:
                     raise self._error(failure, n) from failure
+                if failure.rate_limited and self.defer_rate_limits:
+                    raise self._rate_limited(failure) from failure
                 await asyncio.sleep(self._backoff(n, failure.retry_after))
         try:
             return await attempt()
         except _Failure as failure:
+            if failure.rate_limited and self.defer_rate_limits:
+                raise self._rate_limited(failure) from failure
             raise self._error(failure, attempts) from failure
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -263,18 +285,28 @@ class OpenAICompatAdapter(BaseAdapter):
         public = f"{failure.public} [{tries}]. {failure.hint}"
         return AdapterError(message, permanent=failure.permanent, status=failure.status, public=public)
 
+    def _rate_limited(self, failure: _Failure) -> RateLimited:
+        subject = f"Endpoint '{self.endpoint.name}' ({self.base_url})"
+        status = failure.status or 429
+        return RateLimited(subject, failure.detail, failure.public, status, failure.retry_after)
+
     def _status_failure(self, resp: httpx.Response) -> _Failure:
         status = resp.status_code
         retryable = status in RETRYABLE_STATUSES
         server_message = _server_error_message(resp)
+        hint = _status_hint(status)
+        if status == 429 and _error_code(resp) == "insufficient_quota":
+            # OpenAI's "out of credit" is a 429 too, but waiting never helps.
+            retryable, hint = False, "The account has no quota left; check its plan and billing."
         return _Failure(
             f"HTTP {status}: {_excerpt(resp.text)}",
-            _status_hint(status),
+            hint,
             public=f"HTTP {status}: {server_message}" if server_message else f"HTTP {status}",
             status=status,
             retryable=retryable,
             permanent=not retryable and 400 <= status < 500,
             retry_after=_retry_after(resp) if retryable else None,
+            rate_limited=retryable and status in RATE_LIMIT_STATUSES,
         )
 
     def _transport_failure(self, exc: Exception) -> _Failure:
@@ -460,6 +492,17 @@ def _error_message(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)
     return str(error)
+
+
+def _error_code(resp: httpx.Response) -> str:
+    """An OpenAI-style `error.code` (or `error.type`); "" otherwise."""
+    try:
+        error = json.loads(resp.content).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("code") or error.get("type") or "")
 
 
 def _server_error_message(resp: httpx.Response) -> str:

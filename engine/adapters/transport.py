@@ -7,6 +7,12 @@ with keep-alive: this transport keeps a stack of idle connections per origin
 and parses responses itself, at a small fraction of that cost. httpx still
 builds requests, applies headers and timeouts, and raises its own exceptions,
 so the adapter's error handling is unchanged.
+
+`make_client` builds the adapter's client: with this transport, origins that the
+environment sends through a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY,
+read by httpx's own rules) go through httpx's transport, which speaks to proxies
+(absolute-form requests for http://, CONNECT tunnels for https://); the rest
+stay on this one. Or httpx's own transport throughout (LLM_HTTP_TRANSPORT=httpx).
 """
 
 from __future__ import annotations
@@ -18,10 +24,62 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from httpx._utils import get_environment_proxies  # httpx's own trust_env reading
 
 Origin = tuple[str, str, int]
 MAX_HEADER_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+# The clients make_client builds, by name (the LLM_HTTP_TRANSPORT setting).
+HTTP_TRANSPORTS = ("lean", "httpx")
+# Answers that never have a body, whatever their headers say (RFC 9112 section 6.3).
+BODILESS_STATUSES = frozenset({204, 304})
+
+
+class ProxyConfigError(ValueError):
+    """A proxy set in the environment that httpx cannot use."""
+
+
+def make_client(
+    kind: str,
+    *,
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    max_connections: int,
+    ssl_context: ssl.SSLContext,
+) -> httpx.AsyncClient:
+    """An httpx client honouring proxy variables as any httpx client does (trust_env)."""
+    if kind not in HTTP_TRANSPORTS:
+        raise ValueError(f"unknown HTTP transport {kind!r}; known: {', '.join(HTTP_TRANSPORTS)}")
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    if kind == "httpx":
+        try:
+            return httpx.AsyncClient(headers=headers, timeout=timeout, verify=ssl_context, limits=limits)
+        except (ImportError, ValueError) as exc:
+            raise ProxyConfigError(str(exc)) from exc
+    lean = LeanTransport(max_connections=max_connections, ssl_context=ssl_context)
+    return httpx.AsyncClient(
+        headers=headers, timeout=timeout, transport=lean, mounts=proxy_mounts(ssl_context, limits)
+    )
+
+
+def proxy_mounts(
+    ssl_context: ssl.SSLContext, limits: httpx.Limits
+) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """What httpx mounts for the environment's proxies when it makes its own transport
+    (it skips them when handed one): URL patterns to a proxying transport, and NO_PROXY
+    patterns to None, which httpx reads as "the client's transport"."""
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    # httpx's own reading (urllib's getproxies plus its NO_PROXY rules): the same
+    # origins are proxied as with any httpx client.
+    for pattern, url in get_environment_proxies().items():
+        if url is None:
+            mounts[pattern] = None
+            continue
+        try:
+            mounts[pattern] = httpx.AsyncHTTPTransport(proxy=url, verify=ssl_context, limits=limits)
+        except (ImportError, ValueError) as exc:  # a socks:// proxy without socksio, or a typo
+            raise ProxyConfigError(f"proxy {url!r} for {pattern}: {exc}") from exc
+    return mounts
 
 
 class _Connection:
@@ -69,7 +127,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._slots.release()
             raise
         status, reason, headers = head
-        stream = _Body(self, origin, conn, headers, request.method, timeouts.get("read"), request)
+        stream = _Body(self, origin, conn, headers, request.method, status, timeouts.get("read"), request)
         return httpx.Response(
             status,
             headers=headers,
@@ -171,6 +229,7 @@ class _Body(httpx.AsyncByteStream):
         conn: _Connection,
         headers: list[tuple[bytes, bytes]],
         method: str,
+        status: int,
         read_timeout: float | None,
         request: httpx.Request,
     ):
@@ -181,8 +240,12 @@ class _Body(httpx.AsyncByteStream):
         self.chunked = b"chunked" in fields.get(b"transfer-encoding", b"").lower()
         length = fields.get(b"content-length")
         self.remaining = int(length) if length is not None and not self.chunked else None
-        if method == "HEAD":
-            self.remaining = 0
+        if method == "HEAD" or status in BODILESS_STATUSES or status < 200:
+            # No body follows, even without a Content-Length: reading "until close"
+            # would wait for the read timeout on a kept-alive connection.
+            self.remaining, self.chunked = 0, False
+            if status == 101:  # the connection now speaks another protocol
+                self.keep_alive = False
         self.complete = False
         self.closed = False
 

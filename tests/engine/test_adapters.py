@@ -36,8 +36,18 @@ def stub(shared_stub: LLMStub) -> LLMStub:
     return shared_stub
 
 
+# The HTTP transport of the endpoints made here; every test runs on each (LLM_HTTP_TRANSPORT).
+CURRENT = {"http_transport": "lean"}
+
+
+@pytest.fixture(autouse=True, params=["lean", "httpx"])
+def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(CURRENT, "http_transport", request.param)
+    return request.param
+
+
 def make_endpoint(base_url: str, **kwargs: Any) -> EndpointConfig:
-    return EndpointConfig(name="alice-vllm", base_url=base_url, **kwargs)
+    return EndpointConfig(name="alice-vllm", base_url=base_url, **{**CURRENT, **kwargs})
 
 
 def make_adapter(base_url: str, **kwargs: Any) -> OpenAICompatAdapter:

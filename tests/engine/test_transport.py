@@ -76,6 +76,29 @@ async def test_interim_100_continue_is_skipped():
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("method", "reply"),
+    [
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ("GET", b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n'),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"),
+        ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+    ],
+    ids=["204", "304", "HEAD", "100-then-204"],
+)
+async def test_an_answer_without_a_body_returns_at_once_and_keeps_the_connection(method, reply):
+    # No Content-Length and a kept-alive connection: reading the body "until close"
+    # would wait out the 30 s read timeout.
+    server, url, connections = await serve(reply)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=30) as client:
+        for _ in range(2):
+            response = await asyncio.wait_for(client.request(method, url), 5)
+            assert response.content == b""
+    assert len(connections) == 1
+    server.close()
+
+
+@pytest.mark.asyncio
 async def test_a_garbled_status_line_is_a_protocol_error():
     server, url, _ = await serve(b"SPDY/9 what\r\n\r\n")
     async with httpx.AsyncClient(transport=LeanTransport()) as client:
