@@ -29,6 +29,7 @@ from httpx._utils import get_environment_proxies  # httpx's own trust_env readin
 Origin = tuple[str, str, int]
 MAX_HEADER_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+EAGER_BODY_BYTES = 1024 * 1024  # bodies of a known length up to this are read before returning
 # The clients make_client builds, by name (the LLM_HTTP_TRANSPORT setting).
 HTTP_TRANSPORTS = ("lean", "httpx")
 # Answers that never have a body, whatever their headers say (RFC 9112 section 6.3).
@@ -128,12 +129,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise
         status, reason, headers = head
         stream = _Body(self, origin, conn, headers, request.method, status, timeouts.get("read"), request)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
+        if stream.small:
+            # A whole JSON answer, read here: httpx then skips its chain of async
+            # iterators and decoders, a third of what a call cost the client.
+            content = b"".join([piece async for piece in stream])
+            return httpx.Response(status, headers=headers, content=content, extensions=extensions)
+        return httpx.Response(status, headers=headers, stream=stream, extensions=extensions)
 
     async def _exchange(
         self, conn: _Connection, request: httpx.Request, body: bytes, timeouts: dict
@@ -248,6 +250,12 @@ class _Body(httpx.AsyncByteStream):
                 self.keep_alive = False
         self.complete = False
         self.closed = False
+        # Known to be short and not a stream of events (which its reader wants as it comes).
+        self.small = (
+            self.remaining is not None
+            and self.remaining <= EAGER_BODY_BYTES
+            and not fields.get(b"content-type", b"").startswith(b"text/event-stream")
+        )
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
