@@ -161,21 +161,22 @@ def summarize(run_id: int, known: dict[str, Any] | None = None) -> None:
 def summarize_many(runs: dict[int, dict[str, Any] | None], fields: dict[int, dict] | None = None) -> None:
     """`summarize` for many runs in one transaction; `fields` (by run) are stored
     with their aggregates, in the same UPDATE."""
-    rows = list(Run.objects.filter(pk__in=runs).select_related("experiment"))
+    # Only what the writes need: a run's JSON columns (its experiment's too) are many and large.
+    rows = list(Run.objects.filter(pk__in=runs).values_list("id", "sweep_id", "experiment_id", "config_hash"))
     with transaction.atomic():
         # The sweeps first, as a racing round's close takes its sweep (then the runs):
         # the deferred foreign-key checks of this transaction lock the sweep at
         # commit, so taking it last would deadlock against a closing round.
-        sweeps = {run.sweep_id for run in rows if run.sweep_id is not None}
+        sweeps = {sweep_id for _, sweep_id, _, _ in rows if sweep_id is not None}
         if sweeps:
             list(Sweep.objects.select_for_update(no_key=True).filter(pk__in=sweeps).values_list("pk"))
-        for run in rows:
-            known = runs[run.pk]
-            aggregates = known if known is not None else summary(run)
-            Run.objects.filter(pk=run.pk).update(**aggregates, **(fields or {}).get(run.pk, {}))
         by_experiment: dict[int, set[str]] = defaultdict(set)
-        for run in rows:
-            by_experiment[run.experiment_id].add(run.config_hash)
+        for run_id, _, experiment_id, config_hash in rows:
+            aggregates = runs[run_id]
+            if aggregates is None:
+                aggregates = summary(Run.objects.select_related("experiment").get(pk=run_id))
+            Run.objects.filter(pk=run_id).update(**aggregates, **(fields or {}).get(run_id, {}))
+            by_experiment[experiment_id].add(config_hash)
         for experiment_id, hashes in by_experiment.items():
             refresh_latest_many(experiment_id, hashes)
             Report.forget(experiment_id)

@@ -32,22 +32,28 @@ T = TypeVar("T")
 
 
 class DatabaseThreads:
-    """The ORM as an event loop reaches it: one thread for reads, one for writes.
+    """The ORM as an event loop reaches it: a thread for reads, one for writing
+    results and one for a sweep's control (claims, counters, heartbeats).
 
     Each thread keeps its own connection, so a cache lookup or a claim never
-    queues behind a batch of results being written (PostgreSQL serves the two
-    connections at once; SQLite in WAL mode reads while it writes). Use it as
-    `async with DatabaseThreads() as db:`; leaving closes both connections."""
+    queues behind a batch of results being written (PostgreSQL serves the
+    connections at once; SQLite in WAL mode reads while it writes, and its
+    writers take turns). Use it as `async with DatabaseThreads() as db:`;
+    leaving closes every connection."""
 
     def __init__(self) -> None:
         self._reads = ThreadPoolExecutor(1, thread_name_prefix="orm-reads")
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="orm-writes")
+        self._control = ThreadPoolExecutor(1, thread_name_prefix="orm-control")
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._reads, partial(fn, *args))
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writes, partial(fn, *args))
+
+    async def control(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._control, partial(fn, *args))
 
     async def __aenter__(self) -> DatabaseThreads:
         return self
@@ -59,7 +65,7 @@ class DatabaseThreads:
         """Close each thread's connection (a thread left with one open would
         hold it until the server drops it), then end the threads."""
         loop = asyncio.get_running_loop()
-        for executor in (self._reads, self._writes):
+        for executor in (self._reads, self._writes, self._control):
             try:
                 await loop.run_in_executor(executor, connections.close_all)
             finally:

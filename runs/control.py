@@ -93,7 +93,7 @@ class SweepRuns:
 
     # -- RunSource --------------------------------------------------------
     async def claim(self, limit: int) -> list[RunSpec] | None:
-        return await self.db.write(self._claim, limit)
+        return await self.db.control(self._claim, limit)
 
     def _claim(self, limit: int) -> list[RunSpec] | None:
         limit = self._share_left(limit)
@@ -176,7 +176,7 @@ class SweepRuns:
         return await self.db.read(read_state, self.sweep_id)
 
     async def add_tokens(self, tokens: int) -> int:
-        return await self.db.write(self._add_tokens, tokens)
+        return await self.db.control(self._add_tokens, tokens)
 
     def _add_tokens(self, tokens: int) -> int:
         sweep = Sweep.objects.filter(pk=self.sweep_id)
@@ -185,7 +185,7 @@ class SweepRuns:
         return sweep.values_list("tokens_used", flat=True).get()
 
     async def progress(self, outcomes: list[RunOutcome]) -> None:
-        await self.db.write(self._progress, outcomes)
+        await self.db.control(self._progress, outcomes)
 
     def _progress(self, outcomes: list[RunOutcome]) -> None:
         completed = sum(1 for o in outcomes if o.status == "completed")
@@ -197,7 +197,7 @@ class SweepRuns:
         publish_progress(Sweep.objects.get(pk=self.sweep_id))
 
     async def add_calls(self, calls: int) -> None:
-        await self.db.write(self._add_calls, calls)
+        await self.db.control(self._add_calls, calls)
 
     def _add_calls(self, calls: int) -> None:
         Sweep.objects.filter(pk=self.sweep_id).update(calls_done=F("calls_done") + calls)
@@ -205,7 +205,7 @@ class SweepRuns:
             publish_progress(Sweep.objects.get(pk=self.sweep_id))
 
     async def heartbeat(self) -> None:
-        await self.db.write(self._heartbeat)
+        await self.db.control(self._heartbeat)
 
     def _heartbeat(self) -> None:
         Run.objects.filter(worker=self.token, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())

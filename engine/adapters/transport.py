@@ -112,7 +112,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
             )
         timeouts = request.extensions.get("timeout", {})
         origin = _origin(request.url)
-        await _within(self._slots.acquire(), timeouts.get("pool"), httpx.PoolTimeout, request)
+        if self._slots.locked():  # a free slot is taken at once: no timer to set and cancel
+            await _within(self._slots.acquire(), timeouts.get("pool"), httpx.PoolTimeout, request)
+        else:
+            await self._slots.acquire()
         try:
             body = await request.aread()
             conn, reused = await self._connection(origin, timeouts, request)
@@ -141,7 +144,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self, conn: _Connection, request: httpx.Request, body: bytes, timeouts: dict
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
-            await _within(self._send(conn, request, body), timeouts.get("write"), httpx.WriteTimeout, request)
+            if self._write(conn, request, body):  # the request did not fit in the socket's buffer
+                await _within(self._drain(conn, request), timeouts.get("write"), httpx.WriteTimeout, request)
             return await _within(self._read_head(conn), timeouts.get("read"), httpx.ReadTimeout, request)
         except BaseException:
             conn.close()
@@ -179,7 +183,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _Connection(reader, writer)
 
-    async def _send(self, conn: _Connection, request: httpx.Request, body: bytes) -> None:
+    def _write(self, conn: _Connection, request: httpx.Request, body: bytes) -> bool:
+        """Hand the request to the socket; True while some of it waits to be sent."""
         url = request.url
         target = url.raw_path.decode("ascii")
         lines = [f"{request.method} {target} HTTP/1.1".encode()]
@@ -187,6 +192,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         for name, value in request.headers.raw:
             lines.append(name + b": " + value)
         conn.writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        return conn.writer.transport.get_write_buffer_size() > 0
+
+    async def _drain(self, conn: _Connection, request: httpx.Request) -> None:
         try:
             await conn.writer.drain()
         except OSError as exc:

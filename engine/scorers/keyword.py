@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import unicodedata
 from typing import Any, Literal
@@ -125,16 +126,23 @@ class KeywordScorer(BaseScorer):
         flags = 0 if self.options.case_sensitive else re.IGNORECASE
         if self.options.match == "regex":
             try:
-                return re.search(keyword, text, flags) is not None
+                return _compiled(keyword, flags).search(text) is not None
             except re.error as error:  # a pattern made from an item's field
                 raise ScorerError(f"{self.label}: pattern {keyword!r} is not valid: {error}") from None
         pattern = re.escape(keyword)
         if self.options.match == "equals":
-            return re.fullmatch(rf"\s*{pattern}\s*", text, flags) is not None
+            return _compiled(rf"\s*{pattern}\s*", flags).fullmatch(text) is not None
         if self.options.match == "starts_with":
             pattern = rf"\A{pattern}"
         if self.options.whole_word:
             # Lookarounds rather than \b, so keywords that start or end with
             # punctuation ("C++") still match as whole words.
             pattern = rf"(?<!\w){pattern}(?!\w)"
-        return re.search(pattern, text, flags) is not None
+        return _compiled(pattern, flags).search(text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str, flags: int) -> re.Pattern:
+    # Keywords usually come from each dataset row ("{{ capital }}"), more than re's
+    # own cache of 512 holds: every configuration would compile them again.
+    return re.compile(pattern, flags)
