@@ -222,3 +222,19 @@ async def test_without_an_embedding_model_the_local_minilm_embeds(
         vectors = await gateway.embed(endpoint, ["ab", "abc", "ab"])
     assert vectors == [[2.0], [3.0], [2.0]]
     assert FakeMiniLM.texts == ["ab", "abc"] and stub.embedding_requests == []
+
+
+@pytest.mark.asyncio
+async def test_a_prefetched_call_keeps_its_key_and_a_changed_call_gets_its_own(stub: LLMStub) -> None:
+    endpoint, messages, params = make_endpoint(stub), ask("hello"), {"temperature": 0.7}
+    async with Gateway() as gateway:
+        await gateway.prefetch([(endpoint, messages, "stub-small", params, 0)])
+        first = await gateway.complete(endpoint, messages, "stub-small", params)
+        # The same messages with other parameters (another object) are another call.
+        await gateway.prefetch([(endpoint, messages, "stub-small", params, 0)])
+        other = await gateway.complete(endpoint, messages, "stub-small", {"temperature": 0.1})
+    assert first.config_hash == engine.gateway.call_hash(endpoint, messages, "stub-small", params, 0)
+    assert other.config_hash == engine.gateway.call_hash(
+        endpoint, messages, "stub-small", {"temperature": 0.1}, 0
+    )
+    assert other.config_hash != first.config_hash and stub.calls == 2
