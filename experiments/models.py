@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from engine.types import SweepState
 from experiments.validation import validate_experiment, validate_variables
 
 # What a running sweep reads from its experiment: frozen while one is active.
@@ -133,14 +134,15 @@ class SweepType(models.TextChoices):
 
 
 class SweepStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    BUDGET_EXHAUSTED = "budget_exhausted"
+    # The engine's values (and so the Redis flag's): one vocabulary everywhere.
+    PENDING = SweepState.PENDING
+    RUNNING = SweepState.RUNNING
+    PAUSED = SweepState.PAUSED
+    STOPPING = SweepState.STOPPING
+    STOPPED = SweepState.STOPPED
+    COMPLETED = SweepState.COMPLETED
+    FAILED = SweepState.FAILED
+    BUDGET_EXHAUSTED = SweepState.BUDGET_EXHAUSTED
 
 
 ACTIVE_SWEEP_STATUSES = (

@@ -18,10 +18,9 @@ from django.utils import timezone
 
 from endpoints.crypto import DecryptionError
 from engine.events import EventType
-from engine.orchestrator import PAUSED, RUNNING, STOPPING
 from engine.runner import ResultSink, RunOutcome, RunSpec
 from engine.types import EndpointConfig, EngineError, Item
-from experiments.models import Sweep, SweepStatus
+from experiments.models import Sweep
 from runs import bridge
 from runs.events import event_bus
 from runs.models import Run, RunStatus
@@ -29,13 +28,6 @@ from runs.queue import worker_name
 
 FLAG_KEY = "promptlooper:sweep:{}:state"
 PROGRESS_EVERY_S = 0.25  # call counts: a few sweep.progress events a second per sweep
-STATE_OF_STATUS = {
-    SweepStatus.PAUSED: PAUSED,
-    SweepStatus.STOPPING: STOPPING,
-    SweepStatus.STOPPED: STOPPING,
-    SweepStatus.BUDGET_EXHAUSTED: STOPPING,
-    SweepStatus.FAILED: STOPPING,
-}
 
 
 def redis_client():
@@ -64,7 +56,7 @@ def read_state(sweep_id: int) -> str:
         status = raw.decode() if raw else None
     if status is None:
         status = Sweep.objects.values_list("status", flat=True).get(pk=sweep_id)
-    return STATE_OF_STATUS.get(status, RUNNING)
+    return status
 
 
 class SweepRuns:
