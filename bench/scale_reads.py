@@ -154,7 +154,7 @@ def grow(state: dict, size: int) -> float:
     """Add runs up to `size` (with their scores, stage results and sweeps); seconds."""
     from django.db import connection
 
-    from experiments.models import Sweep
+    from runs.models import Sweep
 
     started = time.perf_counter()
     experiment = state["experiment"]

@@ -204,7 +204,7 @@ def make_experiment(base_url: str, configs: int):
 
 
 def timed_sweep(experiment, base_url: str) -> dict:
-    from experiments.models import FINISHED_SWEEP_STATUSES
+    from runs.models import FINISHED_SWEEP_STATUSES
     from runs.sweeps import SweepRequest, launch_sweep
 
     before = stub_calls(base_url)

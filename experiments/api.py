@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from engine.runner import RunFailure
 from experiments import definition, export
 from experiments.dataset_import import DatasetImportError, read_dataset, write_rows
-from experiments.models import Experiment, ExperimentFrozen, Sweep
+from experiments.models import Experiment, ExperimentFrozen
 from experiments.promptfoo import import_promptfoo
 from experiments.report import report_markdown
 from experiments.serializers import (
@@ -32,6 +32,7 @@ from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project, Role
 from runs.judging import judges
+from runs.models import Sweep
 from runs.serializers import (
     SweepEstimateSerializer,
     SweepLaunchSerializer,

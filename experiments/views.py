@@ -27,7 +27,7 @@ from experiments.forms import (
     ExperimentEditor,
     variables_used,
 )
-from experiments.models import ACTIVE_SWEEP_STATUSES, DatasetItem, Experiment, ExperimentFrozen, Sweep
+from experiments.models import DatasetItem, Experiment, ExperimentFrozen
 from experiments.report import report_markdown
 from experiments.validation import check_template
 from projects.access import check_role, get_for_user
@@ -35,7 +35,7 @@ from projects.models import Role
 from projects.views import current_project, require_current_project
 from runs.judging import judges
 from runs.local_build import read_status
-from runs.models import Run, RunStatus
+from runs.models import ACTIVE_SWEEP_STATUSES, Run, RunStatus, Sweep
 
 PREVIEW_ROWS = 20
 IMPORT_SESSION_KEY = "dataset-import-{}"

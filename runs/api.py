@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from engine.sweep import config_key
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
 from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project
@@ -21,7 +21,7 @@ from runs import results
 from runs.bridge import cache_table_stats
 from runs.compare import compare_runs
 from runs.leaderboard import RatingRefused, leaderboard, record_rating
-from runs.models import Run
+from runs.models import Run, Sweep
 from runs.pagination import RunPagination
 from runs.queue import enqueue
 from runs.serializers import (

@@ -20,10 +20,9 @@ from endpoints.crypto import DecryptionError
 from engine.events import EventType
 from engine.runner import ResultSink, RunOutcome, RunSpec
 from engine.types import EndpointConfig, EngineError, Item
-from experiments.models import Sweep
 from runs import bridge
 from runs.events import event_bus
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, Sweep
 from runs.queue import worker_name
 
 FLAG_KEY = "promptlooper:sweep:{}:state"

@@ -26,12 +26,11 @@ from engine.events import EventType
 from engine.runner import ResultSink, RunOutcome, RunSpec, ScorerStats
 from engine.sweep import RacingSweep, SweepError
 from engine.types import Item
-from experiments.models import Sweep, SweepStatus, SweepType
 from runs import bridge
 from runs.aggregates import item_scores, scorer_weights, summarize
 from runs.control import SweepRuns, publish, publish_progress, recount
 from runs.leaderboard import run_summary
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, Sweep, SweepStatus, SweepType
 from runs.queue import enqueue
 
 

@@ -22,7 +22,7 @@ from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
 from engine.runner import ITEM_CONCURRENCY
 from engine.types import EngineError
-from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Report, Sweep, SweepStatus, SweepType
+from experiments.models import Experiment, Report
 from experiments.report import report_markdown
 from runs import bridge, racing
 from runs.control import (
@@ -38,7 +38,7 @@ from runs.control import (
     set_flag,
 )
 from runs.events import flush_publisher, loop_event_bus
-from runs.models import Run, RunStatus
+from runs.models import ACTIVE_SWEEP_STATUSES, Run, RunStatus, Sweep, SweepStatus, SweepType
 from runs.queue import distributed, enqueue
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from experiments.models import Experiment, Sweep, SweepStatus
+from experiments.models import Experiment
 from experiments.views import experiment_for
 from projects.access import get_for_user
 from projects.models import Role
@@ -26,7 +26,7 @@ from runs.forms import LaunchForm, RatingForm
 from runs.judging import judge_names, run_judge_stats
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
 from runs.matrix import FILTERS, choosable_runs, chosen_runs, matrix_cells, matrix_rows
-from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
+from runs.models import Run, RunStatus, Score, ScoreSource, StageResult, Sweep, SweepStatus
 from runs.racing import race_summary
 from runs.sweeps import (
     SweepRequestError,

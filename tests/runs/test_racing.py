@@ -3,10 +3,9 @@ a pause and a resume, and a budget that runs out mid-round."""
 
 import pytest
 
-from experiments.models import SweepStatus
 from runs.events import event_bus
 from runs.leaderboard import leaderboard
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, SweepStatus
 from runs.queue import wait_for_in_process_jobs
 from runs.racing import race_summary
 from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep, stop_sweep

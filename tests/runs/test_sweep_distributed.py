@@ -7,8 +7,7 @@ from collections import Counter
 import pytest
 from django.core.management import call_command
 
-from experiments.models import SweepStatus
-from runs.models import ResponseCache, Run, RunStatus
+from runs.models import ResponseCache, Run, RunStatus, SweepStatus
 from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep, wait_until

@@ -2,9 +2,8 @@
 
 import pytest
 
-from experiments.models import SweepStatus
 from runs.events import event_bus
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, SweepStatus
 from runs.queue import wait_for_in_process_jobs
 from runs.sweeps import SweepRequest, SweepRequestError, SweepStateError, launch_sweep
 from tests.factories import make_endpoint, make_experiment

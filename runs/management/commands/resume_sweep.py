@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.models import Sweep
+from runs.models import Sweep
 from runs.queue import distributed, wait_for_in_process_jobs
 from runs.sweeps import SweepStateError, resume_sweep
 

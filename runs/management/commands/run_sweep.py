@@ -6,8 +6,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from engine.sweep import SWEEPS
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
 from runs import gate
+from runs.models import Sweep
 from runs.queue import distributed, wait_for_in_process_jobs
 from runs.sweeps import SweepRequest, SweepRequestError, SweepStateError, launch_sweep, stop_sweep
 
