@@ -32,21 +32,14 @@ from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project, Role
 from runs.judging import judges
-from runs.models import Sweep
+from runs.models import Sweep, SweepStateError
 from runs.serializers import (
     SweepEstimateSerializer,
     SweepLaunchSerializer,
     SweepSerializer,
     estimate_response,
 )
-from runs.sweeps import (
-    SweepRequestError,
-    SweepStateError,
-    launch_sweep,
-    pause_sweep,
-    resume_sweep,
-    stop_sweep,
-)
+from runs.sweeps import SweepRequestError, launch_sweep
 
 
 class RawBodyParser(parsers.BaseParser):
@@ -250,12 +243,12 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
             raise Conflict(str(exc)) from None
         return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
 
-    def _steer(self, change: Callable[[Sweep], Sweep]) -> Response:
+    def _steer(self, change: Callable[[Sweep], None]) -> Response:
         sweep = self.get_object().active_sweep()
         if sweep is None:
             raise Conflict("This experiment has no active sweep.")
         try:
-            sweep = change(sweep)
+            change(sweep)
         except SweepStateError as exc:
             raise Conflict(str(exc)) from None
         return Response(SweepSerializer(sweep).data)
@@ -263,17 +256,17 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     @extend_schema(request=None, responses=SweepSerializer)
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk: str | None = None) -> Response:
-        return self._steer(pause_sweep)
+        return self._steer(Sweep.pause)
 
     @extend_schema(request=None, responses=SweepSerializer)
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str | None = None) -> Response:
-        return self._steer(resume_sweep)
+        return self._steer(Sweep.resume)
 
     @extend_schema(request=None, responses=SweepSerializer)
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str | None = None) -> Response:
-        return self._steer(stop_sweep)
+        return self._steer(Sweep.stop)
 
     # -- experiments as code ----------------------------------------------------------
     @extend_schema(

@@ -26,20 +26,12 @@ from runs.forms import LaunchForm, RatingForm
 from runs.judging import judge_names, run_judge_stats
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
 from runs.matrix import FILTERS, choosable_runs, chosen_runs, matrix_cells, matrix_rows
-from runs.models import Run, RunStatus, Score, ScoreSource, StageResult, Sweep, SweepStatus
+from runs.models import Run, RunStatus, Score, ScoreSource, StageResult, Sweep, SweepStateError, SweepStatus
 from runs.racing import race_summary
-from runs.sweeps import (
-    SweepRequestError,
-    SweepStateError,
-    check_launchable,
-    launch_sweep,
-    pause_sweep,
-    resume_sweep,
-    stop_sweep,
-)
+from runs.sweeps import SweepRequestError, check_launchable, launch_sweep
 from runs.templatetags.money import money
 
-CONTROLS = {"pause": pause_sweep, "resume": resume_sweep, "stop": stop_sweep}
+CONTROLS = {"pause": Sweep.pause, "resume": Sweep.resume, "stop": Sweep.stop}
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED)
 MAX_IDS = 200
 LIVE_ROWS = 50
@@ -203,7 +195,7 @@ def sweep_control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         raise Http404("Unknown action; use pause, resume or stop.")
     sweep = get_for_user(Sweep, request.user, Role.EDITOR, pk=pk)
     try:
-        sweep = CONTROLS[action](sweep)
+        CONTROLS[action](sweep)
     except SweepStateError as exc:
         messages.error(request, str(exc))
     else:
