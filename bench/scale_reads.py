@@ -213,7 +213,7 @@ def get(client, url: str) -> Callable[[], object]:
 
 
 def operations(client, experiment) -> dict[str, Callable[[], object]]:
-    from experiments.report import forget_report
+    from runs.report import forget_report
 
     def cold_report() -> object:
         forget_report(experiment.pk)
@@ -231,7 +231,7 @@ def operations(client, experiment) -> dict[str, Callable[[], object]]:
 
 
 def report_peak_mib(client, experiment) -> float:
-    from experiments.report import forget_report
+    from runs.report import forget_report
 
     forget_report(experiment.pk)
     tracemalloc.start()

@@ -13,11 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from engine.runner import RunFailure
-from experiments import definition, export
+from experiments import definition
 from experiments.dataset_import import DatasetImportError, read_dataset, write_rows
 from experiments.models import Experiment, ExperimentFrozen
 from experiments.promptfoo import import_promptfoo
-from experiments.report import report_markdown
 from experiments.serializers import (
     DatasetImportResultSerializer,
     DatasetImportSerializer,
@@ -31,8 +30,10 @@ from experiments.serializers import (
 from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project, Role
+from runs import export
 from runs.judging import judges
 from runs.models import Sweep, SweepStateError
+from runs.report import report_markdown
 from runs.serializers import (
     SweepEstimateSerializer,
     SweepLaunchSerializer,

@@ -128,7 +128,7 @@ class DatasetItem(models.Model):
 
 
 class Report(models.Model):
-    """The experiment's markdown report as last built (experiments/export.py): built
+    """The experiment's markdown report as last built (runs/report.py): built
     when a sweep ends or on the first read after a change, forgotten on each change."""
 
     experiment = models.OneToOneField(

@@ -18,7 +18,6 @@ from django.views.decorators.http import require_POST, require_safe
 from engine.runner import RunFailure
 from engine.scorers import SCORERS
 from engine.scorers.base import option_fields
-from experiments import export
 from experiments.dataset_import import write_rows
 from experiments.forms import (
     BUILTIN_VARIABLES,
@@ -28,14 +27,15 @@ from experiments.forms import (
     variables_used,
 )
 from experiments.models import DatasetItem, Experiment, ExperimentFrozen
-from experiments.report import report_markdown
 from experiments.validation import check_template
 from projects.access import check_role, get_for_user
 from projects.models import Role
 from projects.views import current_project, require_current_project
+from runs import export
 from runs.judging import judges
 from runs.local_build import read_status
 from runs.models import ACTIVE_SWEEP_STATUSES, Run, RunStatus, Sweep
+from runs.report import report_markdown
 
 PREVIEW_ROWS = 20
 IMPORT_SESSION_KEY = "dataset-import-{}"

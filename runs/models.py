@@ -206,8 +206,8 @@ class Sweep(models.Model):
     def finish(self, report: SweepReport) -> str:
         """A worker's orchestrator is done: the last worker out finishes the sweep."""
         from experiments.models import Report
-        from experiments.report import report_markdown
         from runs import racing  # runs.racing imports this module
+        from runs.report import report_markdown
 
         if report.reason == SweepStatus.BUDGET_EXHAUSTED:
             Sweep.objects.filter(pk=self.pk, status__in=ACTIVE_SWEEP_STATUSES).update(

@@ -6,11 +6,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine.runner import RunFailure
-from experiments.export import resolved_stages
 from experiments.models import DatasetItem, Experiment
 from experiments.serializers import JSONValueField, ParameterSpaceField
 from experiments.validation import validate_parameter_space
 from projects.access import visible
+from runs.export import resolved_stages
 from runs.models import Run, RunStatus, Score, StageResult, Sweep, SweepStatus, SweepType
 from runs.racing import race_summary
 from runs.sweeps import Plan, SweepRequest, SweepRequestError, plan_sweep
