@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,16 +326,25 @@ def start_recovery(interval_s: float | None = None) -> threading.Thread | None:
     return thread
 
 
-def _recover_forever(interval: float) -> None:
-    from webhooks.tasks import recover_deliveries  # webhooks imports runs: import late
+# Run after recover_sweeps by every recovery thread, each with `startup`: what apps
+# above runs take back from dead workers (webhooks adds its deliveries in ready()).
+recoveries: list[Callable[..., Any]] = []
 
+
+def add_recovery(recover: Callable[..., Any]) -> None:
+    if recover not in recoveries:
+        recoveries.append(recover)
+
+
+def _recover_forever(interval: float) -> None:
     startup = True
     while True:
         try:
             recovered = recover_sweeps(startup=startup)
             if recovered:
                 logger.warning("Recovered sweeps %s from workers that died", recovered)
-            recover_deliveries(startup=startup)
+            for recover in recoveries:
+                recover(startup=startup)
             startup = False
         except Exception:  # e.g. the database is not migrated yet, or briefly away
             logger.exception("Recovering sweeps failed; trying again in %s s", interval)
