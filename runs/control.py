@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from django.utils import timezone
 from endpoints.crypto import DecryptionError
 from engine.runner import ResultSink, RunOutcome, RunSpec
 from engine.types import EndpointConfig, EngineError, Item
+from experiments.models import Experiment
 from runs import bridge
 from runs.models import Run, RunStatus, Sweep
 from runs.queue import worker_name
@@ -201,13 +202,45 @@ def owner_is_dead(worker: str) -> bool:
     return False
 
 
-def endpoints_for_worker(endpoints: dict[str, EndpointConfig], workers: int) -> dict[str, EndpointConfig]:
-    """Split each endpoint's own limit between the sweep's workers, so that
-    together they never exceed it (launch keeps workers <= the smallest limit)."""
-    if workers <= 1:
-        return endpoints
-    shared = {}
-    for name, endpoint in endpoints.items():
-        limit = endpoint.max_concurrency
-        shared[name] = endpoint if limit <= 0 else replace(endpoint, max_concurrency=max(1, limit // workers))
-    return shared
+# -- concurrency shares ---------------------------------------------------------------
+@dataclass
+class Shares:
+    workers: int  # orchestrators for the sweep
+    endpoints: dict[str, EndpointConfig]  # by name, each with one worker's share of its limit
+
+
+def concurrency_shares(endpoints: dict[str, EndpointConfig], used: set[str], workers: int) -> Shares:
+    """The one rule for splitting endpoint limits between a sweep's workers: no more
+    workers than the smallest positive max_concurrency among the endpoints the sweep
+    `used`, and each worker gets limit // workers of every endpoint (at least 1), so
+    together they never exceed a used endpoint's limit. 0 means no limit of its own."""
+    limits = [endpoints[name].max_concurrency for name in used if name in endpoints]
+    workers = max(1, min([workers, *(limit for limit in limits if limit > 0)]))
+    shared = {
+        name: endpoint
+        if endpoint.max_concurrency <= 0 or workers == 1
+        else replace(endpoint, max_concurrency=max(1, endpoint.max_concurrency // workers))
+        for name, endpoint in endpoints.items()
+    }
+    return Shares(workers, shared)
+
+
+def sweep_endpoints(experiment: Experiment, space: dict[str, Any]) -> set[str]:
+    """Every endpoint a sweep over `space` may call: the experiment's and its judges'
+    (bridge.endpoints_used), a stage's own `endpoint` parameter, and any the space
+    names as `endpoint` / `<stage>.endpoint`, linked bundles included."""
+    used = bridge.endpoints_used(experiment, {})
+    used |= {
+        str(s["params"]["endpoint"]) for s in experiment.pipeline if (s.get("params") or {}).get("endpoint")
+    }
+    for key, values in space.items():
+        for value in values if isinstance(values, list) else ():
+            if isinstance(value, dict):  # a linked dimension's bundle
+                used |= {str(v) for k, v in value.items() if names_endpoint(k)}
+            elif names_endpoint(key):
+                used.add(str(value))
+    return used
+
+
+def names_endpoint(key: str) -> bool:
+    return key == "endpoint" or key.endswith(".endpoint")

@@ -26,11 +26,12 @@ from experiments.models import Experiment
 from runs import bridge, racing
 from runs.control import (
     SweepRuns,
+    concurrency_shares,
     describe,
-    endpoints_for_worker,
     fail_held_runs,
     recover_ad_hoc_runs,
     recover_stale_runs,
+    sweep_endpoints,
 )
 from runs.events import flush_publisher, loop_event_bus
 from runs.models import ACTIVE_SWEEP_STATUSES, Run, RunStatus, Sweep, SweepStateError, SweepStatus, SweepType
@@ -127,7 +128,7 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan:
     check_launchable(experiment)
     plan = plan or plan_sweep(experiment, request)
     max_concurrent = request.max_concurrent or settings.MAX_CONCURRENT_RUNS
-    workers = worker_count(experiment)
+    workers = worker_count(experiment, plan.space)
     with transaction.atomic():
         if experiment.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).select_for_update().exists():
             raise SweepStateError("This experiment already has an active sweep; stop it first.")
@@ -167,12 +168,10 @@ def check_launchable(experiment: Experiment) -> None:
         raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
 
 
-def worker_count(experiment: Experiment) -> int:
-    """Orchestrators for one sweep: never more than the endpoint's own limit,
-    so splitting that limit between them keeps every share >= 1."""
-    workers = max(1, settings.SWEEP_WORKERS)
-    limit = experiment.endpoint.max_concurrency if experiment.endpoint else 0
-    return min(workers, limit) if limit > 0 else workers
+def worker_count(experiment: Experiment, space: dict) -> int:
+    """Orchestrators for one sweep: SWEEP_WORKERS, within every used endpoint's limit."""
+    endpoints = bridge.all_endpoints(experiment.project_id, with_keys=False)
+    return concurrency_shares(endpoints, sweep_endpoints(experiment, space), settings.SWEEP_WORKERS).workers
 
 
 def create_runs(sweep: Sweep, configs: list[dict]) -> int:
@@ -258,7 +257,8 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
 
 
 def worker_keys(project_id: int, workers: int) -> bridge.EndpointKeys:
-    plain = endpoints_for_worker(bridge.all_endpoints(project_id, with_keys=False), workers)
+    # `workers` was chosen at launch within the used endpoints' limits: split them all.
+    plain = concurrency_shares(bridge.all_endpoints(project_id, with_keys=False), set(), workers).endpoints
     return bridge.EndpointKeys(project_id, plain)
 
 
