@@ -114,9 +114,8 @@ def make_experiment(base_url: str, seed: int):
 
 
 def run_method(experiment, base_url: str, method: str, seed: int) -> Outcome:
-    from experiments.models import FINISHED_SWEEP_STATUSES
     from runs.leaderboard import leaderboard
-    from runs.models import ResponseCache
+    from runs.models import FINISHED_SWEEP_STATUSES, ResponseCache
     from runs.sweeps import SweepRequest, launch_sweep
 
     ResponseCache.objects.all().delete()  # each method pays for its own answers

@@ -154,7 +154,7 @@ def grow(state: dict, size: int) -> float:
     """Add runs up to `size` (with their scores, stage results and sweeps); seconds."""
     from django.db import connection
 
-    from experiments.models import Sweep
+    from runs.models import Sweep
 
     started = time.perf_counter()
     experiment = state["experiment"]
@@ -213,7 +213,7 @@ def get(client, url: str) -> Callable[[], object]:
 
 
 def operations(client, experiment) -> dict[str, Callable[[], object]]:
-    from experiments.report import forget_report
+    from runs.report import forget_report
 
     def cold_report() -> object:
         forget_report(experiment.pk)
@@ -231,7 +231,7 @@ def operations(client, experiment) -> dict[str, Callable[[], object]]:
 
 
 def report_peak_mib(client, experiment) -> float:
-    from experiments.report import forget_report
+    from runs.report import forget_report
 
     forget_report(experiment.pk)
     tracemalloc.start()

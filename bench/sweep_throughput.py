@@ -266,7 +266,7 @@ def make_experiment(base_url: str, configs: int, rows: int):
 def timed_sweep(client, experiment, base_url: str) -> dict:
     from django.db import connection
 
-    from experiments.models import FINISHED_SWEEP_STATUSES, Sweep
+    from runs.models import FINISHED_SWEEP_STATUSES, Sweep
 
     before = stub_calls(base_url)
     body = {"type": "grid", "max_concurrent": CONCURRENCY, "max_tokens": 10**12}

@@ -13,14 +13,13 @@ from engine.adapters import ConnectionReport, create_adapter
 from engine.types import EngineError
 from projects.api import ProjectScopedMixin
 from projects.models import Role
-from runs.bridge import endpoint_config
 
 TEST_TIMEOUT_S = 15.0
 
 
 def test_connection(endpoint: Endpoint) -> ConnectionReport:
     """Ask the endpoint for its models; a failure is a report, never an exception."""
-    config = endpoint_config(endpoint)
+    config = endpoint.engine_config()
     # A button waits for this: never as long as a slow generation may take.
     config.timeout_s = min(config.timeout_s, TEST_TIMEOUT_S)
 

@@ -1,12 +1,14 @@
 import json
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
 from endpoints import crypto
 from engine.params import extra_name_problem
+from engine.types import EndpointConfig
 
 
 def url_origin(url: str) -> tuple[str, str, int | None]:
@@ -125,6 +127,24 @@ class Endpoint(models.Model):
         if own:
             return float(own[0]), float(own[1])
         return self.price_in or 0.0, self.price_out or 0.0
+
+    def engine_config(self, with_key: bool = True) -> EndpointConfig:
+        """The endpoint as the engine calls it (runs/bridge.py translates every other row);
+        `with_key=False` for planning and previews: the key is not even decrypted."""
+        return EndpointConfig(
+            name=self.name,
+            base_url=self.base_url,
+            api_key=self.get_api_key() if with_key else "",
+            default_model=self.default_model,
+            embedding_model=self.embedding_model,
+            timeout_s=self.timeout_s,
+            max_concurrency=self.max_concurrency,
+            extra_headers=self.get_extra_headers() if with_key else {},
+            adapter=self.adapter,
+            extra_params=tuple(self.extra_params or ()),
+            cache_namespace=self.project.effective_cache_namespace(),
+            http_transport=settings.LLM_HTTP_TRANSPORT,
+        )
 
     def cost(self, tokens_in: int, tokens_out: int, model: str = "") -> float:
         price_in, price_out = self.prices(model)

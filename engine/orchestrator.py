@@ -25,10 +25,9 @@ from typing import Any, Protocol
 from engine.events import EventBus
 from engine.gateway import Gateway
 from engine.runner import ResultSink, RunOutcome, RunSpec, run_single
+from engine.types import SweepState
 
 logger = logging.getLogger(__name__)
-
-RUNNING, PAUSED, STOPPING = "running", "paused", "stopping"
 
 
 class RunSource(Protocol):
@@ -48,7 +47,7 @@ class RunSource(Protocol):
 class SweepControl(Protocol):
     """The shared state of one sweep, read by every orchestrator."""
 
-    async def state(self) -> str: ...  # RUNNING, PAUSED or STOPPING
+    async def state(self) -> str: ...  # the sweep's status, a SweepState value
 
     async def add_tokens(self, tokens: int) -> int: ...  # returns the sweep's total so far
 
@@ -63,7 +62,7 @@ class SweepControl(Protocol):
 class SweepReport:
     finished: int = 0
     released: int = 0
-    reason: str = "drained"  # drained | paused | stopping | budget_exhausted
+    reason: str = "drained"  # drained, or the SweepState.HALTING status that halted it
     tokens_spent: int = 0
     overshoot: int = 0  # tokens spent past the budget by calls that were in flight
 
@@ -135,7 +134,7 @@ class Orchestrator:
         # Tokens on their way to the shared total count too: while a slow write is
         # under way, calls that finish must still see the budget run out.
         if self._known_total + self._syncing + self._unsynced >= self.token_budget and self._halt is None:
-            self._close("budget_exhausted")
+            self._close(SweepState.BUDGET_EXHAUSTED)
 
     async def _sync(self) -> None:
         delta, self._unsynced = self._unsynced, 0
@@ -149,7 +148,7 @@ class Orchestrator:
             self._syncing -= delta
         self._known_total = total
         if self._known_total >= self.token_budget and self._halt is None:
-            self._close("budget_exhausted")
+            self._close(SweepState.BUDGET_EXHAUSTED)
         calls, self._calls_synced = self.llm.calls_finished - self._calls_synced, self.llm.calls_finished
         if calls:
             await self.control.add_calls(calls)
@@ -179,7 +178,7 @@ class Orchestrator:
             await asyncio.gather(watcher, return_exceptions=True)
             await self._sync()
         self.report.reason = self._halt or "drained"
-        if self._halt == "budget_exhausted":
+        if self._halt == SweepState.BUDGET_EXHAUSTED:
             self.report.overshoot = max(0, self._known_total - self.token_budget)
         return self.report
 
@@ -256,7 +255,7 @@ class Orchestrator:
             except Exception:  # a passing database/Redis error must not kill the sweep
                 logger.exception("Sweep control check failed; retrying")
                 continue
-            if state in (PAUSED, STOPPING) and self._halt is None:
+            if state in SweepState.HALTING and self._halt is None:
                 self._close(state)
 
     async def _drain(self) -> None:
@@ -272,7 +271,7 @@ class Orchestrator:
         self._tasks.clear()
         self._unstarted = []
         if released:
-            await self.source.release(released, cancel=self._halt != PAUSED)
+            await self.source.release(released, cancel=self._halt != SweepState.PAUSED)
         self.report.released = len(released)
 
 

@@ -12,6 +12,26 @@ from typing import Any, Protocol
 Messages = list[dict[str, str]]
 
 
+class SweepState:
+    """A sweep's status: the one vocabulary of the database (runs.models.SweepStatus),
+    the Redis flag every worker reads between calls, and the orchestrator."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+    ACTIVE = (PENDING, RUNNING, PAUSED, STOPPING)
+    FINISHED = (STOPPED, COMPLETED, FAILED, BUDGET_EXHAUSTED)
+    # An orchestrator that reads one of these stops starting calls: a pause hands its
+    # runs back, anything else cancels them.
+    HALTING = (PAUSED, STOPPING, STOPPED, FAILED, BUDGET_EXHAUSTED)
+
+
 class EngineError(Exception):
     """An error a user can act on; `permanent` errors are not retried."""
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from experiments.models import DatasetItem, Experiment, Sweep
+from experiments.models import DatasetItem, Experiment
 
 
 class DatasetItemInline(admin.TabularInline):
@@ -9,22 +9,13 @@ class DatasetItemInline(admin.TabularInline):
     fields = ["position", "input", "reference"]
 
 
-class SweepInline(admin.TabularInline):
-    model = Sweep
-    extra = 0
-    fields = ["type", "status", "total_runs", "completed_runs", "failed_runs", "tokens_used", "created_at"]
-    readonly_fields = fields
-    show_change_link = True
-    can_delete = False
-
-
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "endpoint", "stage_count", "item_count", "created_by", "updated_at"]
     list_filter = ["project", "endpoint", "created_at"]
     search_fields = ["name", "description"]
     list_select_related = ["endpoint", "created_by"]
-    inlines = [DatasetItemInline, SweepInline]
+    inlines = [DatasetItemInline]
     readonly_fields = ["created_at", "updated_at"]
 
     @admin.display(description="stages")
@@ -42,24 +33,3 @@ class DatasetItemAdmin(admin.ModelAdmin):
     list_filter = ["experiment"]
     search_fields = ["reference"]
     list_select_related = ["experiment"]
-
-
-@admin.register(Sweep)
-class SweepAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "experiment",
-        "type",
-        "status",
-        "total_runs",
-        "completed_runs",
-        "failed_runs",
-        "cancelled_runs",
-        "tokens_used",
-        "token_budget",
-        "created_at",
-    ]
-    list_filter = ["status", "type", "experiment"]
-    search_fields = ["experiment__name", "error"]
-    list_select_related = ["experiment"]
-    readonly_fields = ["created_at", "started_at", "finished_at"]

@@ -1,51 +1,29 @@
 import json
-from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import parsers, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from engine.runner import RunFailure
-from experiments import definition, export
+from experiments import definition
 from experiments.dataset_import import DatasetImportError, read_dataset, write_rows
-from experiments.models import Experiment, ExperimentFrozen, Sweep
+from experiments.models import Experiment, ExperimentFrozen
 from experiments.promptfoo import import_promptfoo
-from experiments.report import report_markdown
 from experiments.serializers import (
     DatasetImportResultSerializer,
     DatasetImportSerializer,
     DatasetUploadSerializer,
     ExperimentSerializer,
     ExperimentSummarySerializer,
-    ExportedConfigSerializer,
-    JudgeAgreementSerializer,
-    ReportSerializer,
 )
 from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project, Role
-from runs.judging import judges
-from runs.serializers import (
-    SweepEstimateSerializer,
-    SweepLaunchSerializer,
-    SweepSerializer,
-    estimate_response,
-)
-from runs.sweeps import (
-    SweepRequestError,
-    SweepStateError,
-    launch_sweep,
-    pause_sweep,
-    resume_sweep,
-    stop_sweep,
-)
 
 
 class RawBodyParser(parsers.BaseParser):
@@ -55,51 +33,6 @@ class RawBodyParser(parsers.BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
         return stream.read() if stream is not None else b""
-
-
-class MarkdownRenderer(renderers.BaseRenderer):
-    media_type = "text/markdown"
-    format = "md"
-    charset = "utf-8"
-
-    def render(
-        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
-    ) -> bytes:
-        if isinstance(data, dict) and "detail" in data:  # an error
-            data = str(data["detail"])
-        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-        return text.encode(self.charset)
-
-
-class ExportRenderer(renderers.BaseRenderer):
-    charset = "utf-8"
-
-    def render(
-        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
-    ) -> bytes:
-        response = (renderer_context or {}).get("response")
-        failed = response is not None and response.status_code >= 400
-        # An error, or the OPTIONS description of the route: not an export.
-        if failed or not (isinstance(data, dict) and {"metadata", "config", "stages"} <= set(data)):
-            body = renderers.JSONRenderer().render(data)
-            return export.to_yaml(json.loads(body)).encode() if self.format == "yaml" else body
-        writer, _ = export.FORMATS[self.format]
-        return writer(data).encode(self.charset)
-
-
-class ExportJSONRenderer(ExportRenderer):
-    format = "json"
-    media_type = export.FORMATS[format][1]
-
-
-class ExportYAMLRenderer(ExportRenderer):
-    format = "yaml"
-    media_type = export.FORMATS[format][1]
-
-
-class ExportEnvRenderer(ExportRenderer):
-    format = "env"
-    media_type = export.FORMATS[format][1]
 
 
 class DefinitionRenderer(renderers.BaseRenderer):
@@ -223,57 +156,6 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
         result = {"imported": len(rows), "dataset_size": size, "mode": mode, "file_format": fmt}
         return Response(DatasetImportResultSerializer(result).data)
 
-    # -- sweeps ---------------------------------------------------------------------
-    @extend_schema(
-        request=SweepLaunchSerializer,
-        responses={
-            201: SweepSerializer,
-            200: SweepEstimateSerializer,
-            409: OpenApiResponse(description="A sweep is active."),
-        },
-    )
-    @action(detail=True, methods=["post"])
-    def sweep(self, request: Request, pk: str | None = None) -> Response:
-        experiment = self.get_object()
-        launch = SweepLaunchSerializer(data=request.data, context={"experiment": experiment})
-        launch.is_valid(raise_exception=True)
-        sweep_request = launch.validated_data["request"]
-        if launch.validated_data["dry_run"]:
-            data = estimate_response(launch.validated_data["plan"], sweep_request)
-            return Response(SweepEstimateSerializer(data).data)
-        try:
-            sweep = launch_sweep(experiment, sweep_request, request.user, launch.validated_data["plan"])
-        except SweepRequestError as exc:
-            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
-        except SweepStateError as exc:
-            raise Conflict(str(exc)) from None
-        return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
-
-    def _steer(self, change: Callable[[Sweep], Sweep]) -> Response:
-        sweep = self.get_object().active_sweep()
-        if sweep is None:
-            raise Conflict("This experiment has no active sweep.")
-        try:
-            sweep = change(sweep)
-        except SweepStateError as exc:
-            raise Conflict(str(exc)) from None
-        return Response(SweepSerializer(sweep).data)
-
-    @extend_schema(request=None, responses=SweepSerializer)
-    @action(detail=True, methods=["post"])
-    def pause(self, request: Request, pk: str | None = None) -> Response:
-        return self._steer(pause_sweep)
-
-    @extend_schema(request=None, responses=SweepSerializer)
-    @action(detail=True, methods=["post"])
-    def resume(self, request: Request, pk: str | None = None) -> Response:
-        return self._steer(resume_sweep)
-
-    @extend_schema(request=None, responses=SweepSerializer)
-    @action(detail=True, methods=["post"])
-    def stop(self, request: Request, pk: str | None = None) -> Response:
-        return self._steer(stop_sweep)
-
     # -- experiments as code ----------------------------------------------------------
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["yaml", "json"], description="Default yaml.")],
@@ -336,63 +218,6 @@ class ExperimentViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
             "unmapped": imported.notes,
         }
         return Response(body, status=status.HTTP_201_CREATED if imported.created else status.HTTP_200_OK)
-
-    # -- results --------------------------------------------------------------------
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("format", str, enum=["json", "env", "yaml"], description="Default json.")
-        ],
-        responses={
-            (200, "application/json"): ExportedConfigSerializer,
-            (200, "application/yaml"): ExportedConfigSerializer,
-            (200, "text/plain"): OpenApiTypes.STR,
-        },
-        description="The best configuration (each stage's model, parameters and templates with the "
-        "config applied) and its metadata, as a download.",
-    )
-    @action(
-        detail=True,
-        methods=["get"],
-        url_path="export",
-        renderer_classes=[ExportJSONRenderer, ExportYAMLRenderer, ExportEnvRenderer],
-    )
-    def export_config(self, request: Request, pk: str | None = None) -> Response:
-        experiment = self.get_object()
-        best = export.best_run(experiment)
-        if best is None:
-            raise NotFound("No completed, scored run yet: run a sweep first.")
-        fmt = request.accepted_renderer.format
-        headers = {"Content-Disposition": f'attachment; filename="{export.export_filename(best, fmt)}"'}
-        try:
-            data = export.exported_config(best)
-        except RunFailure as exc:  # the experiment changed since that run
-            raise Conflict(f"Run {best.pk} no longer fits this experiment: {exc}") from None
-        return Response(data, headers=headers)
-
-    @extend_schema(
-        responses={(200, "text/markdown"): OpenApiTypes.STR, (200, "application/json"): ReportSerializer},
-        description="Markdown: the configuration space explored, the top 5 configurations, score "
-        "distributions, token usage and timing. `Accept: application/json` gives {markdown}.",
-    )
-    @action(detail=True, methods=["get"], renderer_classes=[MarkdownRenderer, renderers.JSONRenderer])
-    def report(self, request: Request, pk: str | None = None) -> Response:
-        markdown = report_markdown(self.get_object())
-        if request.accepted_renderer.format == "json":
-            return Response({"markdown": markdown})
-        return Response(markdown)
-
-    @extend_schema(
-        responses=JudgeAgreementSerializer,
-        description="Per LLM judge scorer: the endpoint and model that judge (and whether that model "
-        "wrote outputs it rates), outputs it could not rate, its rating spread, and its agreement "
-        "with human ratings of the same outputs: pairs, Spearman rank correlation, mean absolute "
-        "difference on the 1-10 scale and a verdict.",
-    )
-    @action(detail=True, methods=["get"], url_path="judge-agreement")
-    def judge_agreement(self, request: Request, pk: str | None = None) -> Response:
-        experiment = self.get_object()
-        data = {"experiment": experiment.pk, "judges": judges(experiment)}
-        return Response(JudgeAgreementSerializer(data).data)
 
 
 def form_options(form: Any) -> dict[str, str]:

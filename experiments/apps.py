@@ -26,23 +26,14 @@ class ExperimentsConfig(AppConfig):
         setting_changed.connect(configure_template_limits)
         from django.db.models.signals import post_save
 
-        from experiments.models import Experiment, Sweep
-        from runs.models import Run
+        from experiments.models import Experiment
 
-        # What the report shows changed: an edit, a new sweep or run (the runs'
-        # completions, ratings and deletions forget it in runs/aggregates.py).
+        # What the report shows changed: an edit (the runs app forgets it on a new
+        # sweep or run; their completions, ratings and deletions in runs/aggregates.py).
         post_save.connect(forget_report_of_experiment, sender=Experiment, dispatch_uid="report.experiment")
-        for model in (Sweep, Run):
-            post_save.connect(forget_report_of_child, sender=model, dispatch_uid=f"report.{model.__name__}")
 
 
 def forget_report_of_experiment(sender: type, instance: object, **kwargs: object) -> None:
     from experiments.models import Report
 
     Report.forget(instance.pk)
-
-
-def forget_report_of_child(sender: type, instance: object, **kwargs: object) -> None:
-    from experiments.models import Report
-
-    Report.forget(instance.experiment_id)

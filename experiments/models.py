@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from engine.types import SweepState
 from experiments.validation import extra_params_for, validate_experiment, validate_variables
 
 # What a running sweep reads from its experiment: frozen while one is active.
@@ -68,8 +69,9 @@ class Experiment(models.Model):
     def stage_names(self) -> list[str]:
         return [stage["name"] for stage in self.pipeline]
 
-    def active_sweep(self) -> "Sweep | None":
-        return self.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).order_by("-created_at").first()
+    def active_sweep(self) -> models.Model | None:
+        """The sweep running on this experiment (runs.models.Sweep), if any."""
+        return self.sweeps.filter(status__in=SweepState.ACTIVE).order_by("-created_at").first()
 
     def changed_sweep_inputs(self, data: dict) -> list[str]:
         """Which of the sweep's inputs `data` (field → new value) would change."""
@@ -128,107 +130,8 @@ class DatasetItem(models.Model):
         return self.position + 1
 
 
-class SweepType(models.TextChoices):
-    GRID = "grid"
-    RANDOM = "random"
-    GUIDED = "guided"
-    RACING = "racing"
-
-
-class SweepStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    BUDGET_EXHAUSTED = "budget_exhausted"
-
-
-ACTIVE_SWEEP_STATUSES = (
-    SweepStatus.PENDING,
-    SweepStatus.RUNNING,
-    SweepStatus.PAUSED,
-    SweepStatus.STOPPING,
-)
-FINISHED_SWEEP_STATUSES = (
-    SweepStatus.STOPPED,
-    SweepStatus.COMPLETED,
-    SweepStatus.FAILED,
-    SweepStatus.BUDGET_EXHAUSTED,
-)
-
-
-class Sweep(models.Model):
-    PROJECT_PATH = "experiment__project"
-
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="sweeps")
-    type = models.CharField(max_length=10, choices=SweepType.choices, default=SweepType.GRID)
-    # parameter_space, n_samples, seed, repeats, ... as requested at launch
-    config = models.JSONField(default=dict, blank=True)
-    status = models.CharField(
-        max_length=20, choices=SweepStatus.choices, default=SweepStatus.PENDING, db_index=True
-    )
-    max_concurrent = models.PositiveIntegerField(default=8)
-    token_budget = models.BigIntegerField(default=1_000_000)
-    tokens_used = models.BigIntegerField(default=0)
-    calls_done = models.BigIntegerField(
-        default=0,
-        help_text="LLM calls answered so far, cache hits and failures included (of estimate.calls); "
-        "a resumed sweep's replayed calls count again.",
-    )
-    # When a sweep.progress event last went out: workers publish a few a second at most.
-    progress_at = models.DateTimeField(null=True, blank=True)
-    estimate = models.JSONField(default=dict, blank=True)
-    # Racing sweeps: the slices, each round's candidates and eliminations (runs/racing.py).
-    race = models.JSONField(default=dict, blank=True)
-    total_runs = models.PositiveIntegerField(default=0)
-    completed_runs = models.PositiveIntegerField(default=0)
-    failed_runs = models.PositiveIntegerField(default=0)
-    cancelled_runs = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="sweeps",
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["experiment", "status"])]
-        constraints = [
-            models.CheckConstraint(condition=models.Q(tokens_used__gte=0), name="sweep_tokens_nonnegative"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.type} sweep #{self.pk} of {self.experiment}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_SWEEP_STATUSES
-
-    @property
-    def remaining_runs(self) -> int:
-        return max(0, self.total_runs - self.completed_runs - self.failed_runs - self.cancelled_runs)
-
-    @property
-    def total_calls(self) -> int:
-        return int(self.estimate.get("calls", 0)) if isinstance(self.estimate, dict) else 0
-
-    @property
-    def progress(self) -> float:
-        done = self.total_runs - self.remaining_runs
-        return done / self.total_runs if self.total_runs else 0.0
-
-
 class Report(models.Model):
-    """The experiment's markdown report as last built (experiments/export.py): built
+    """The experiment's markdown report as last built (runs/report.py): built
     when a sweep ends or on the first read after a change, forgotten on each change."""
 
     experiment = models.OneToOneField(

@@ -7,12 +7,13 @@ Every route, the schema and the docs included, refuses anonymous callers with
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import DefaultRouter, SimpleRouter
+from rest_framework.urlpatterns import format_suffix_patterns
 
 from endpoints.api import EndpointViewSet
 from experiments.api import ExperimentViewSet
 from projects.api import ProjectViewSet
-from runs.api import CacheViewSet, RunViewSet, SweepViewSet
+from runs.api import CacheViewSet, ExperimentRunsViewSet, RunViewSet, SweepViewSet
 from webhooks.api import WebhookViewSet
 
 router = DefaultRouter()
@@ -24,6 +25,11 @@ router.register("runs", RunViewSet, basename="run")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("cache", CacheViewSet, basename="cache")
 
+# An experiment's sweep and result routes (/experiments/{id}/sweep/, .../report/, ...)
+# live with the runs: a router of their own under the same prefix and route names.
+experiment_runs = SimpleRouter()
+experiment_runs.register("experiments", ExperimentRunsViewSet, basename="experiment")
+
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
     path(
@@ -32,4 +38,5 @@ urlpatterns = [
         name="api-docs",
     ),
     *router.urls,
+    *format_suffix_patterns(experiment_runs.urls),
 ]

@@ -268,7 +268,7 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus",
-        "SweepStatusEnum": "experiments.models.SweepStatus",
+        "SweepStatusEnum": "runs.models.SweepStatus",
         "DeliveryStatusEnum": "webhooks.models.DeliveryStatus",
     },
 }

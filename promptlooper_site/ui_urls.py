@@ -10,7 +10,7 @@ from runs import views as runs
 app_name = "ui"
 
 urlpatterns = [
-    path("", experiments.dashboard, name="dashboard"),
+    path("", runs.dashboard, name="dashboard"),
     # projects
     path("projects/", projects.project_list, name="project_list"),
     path("projects/switch/", projects.switch_project, name="switch_project"),
@@ -24,7 +24,7 @@ urlpatterns = [
     # experiments
     path("experiments/new/", experiments.experiment_create, name="experiment_create"),
     path("experiments/check-template/", experiments.check_template_view, name="check_template"),
-    path("experiments/<int:pk>/", experiments.experiment_detail, name="experiment_detail"),
+    path("experiments/<int:pk>/", runs.experiment_detail, name="experiment_detail"),
     path("experiments/<int:pk>/edit/", experiments.experiment_edit, name="experiment_edit"),
     path("experiments/<int:pk>/dataset/", experiments.dataset, name="dataset"),
     path("experiments/<int:pk>/dataset/import/", experiments.dataset_import, name="dataset_import"),
@@ -39,8 +39,8 @@ urlpatterns = [
         experiments.dataset_item_delete,
         name="dataset_item_delete",
     ),
-    path("experiments/<int:pk>/export.<str:fmt>", experiments.export_config, name="export"),
-    path("experiments/<int:pk>/report/", experiments.report, name="report"),
+    path("experiments/<int:pk>/export.<str:fmt>", runs.export_config, name="export"),
+    path("experiments/<int:pk>/report/", runs.report, name="report"),
     # sweeps and runs
     path("experiments/<int:pk>/launch/", runs.launch, name="launch"),
     path("experiments/<int:pk>/leaderboard/", runs.leaderboard_page, name="leaderboard"),

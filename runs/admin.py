@@ -1,6 +1,8 @@
 from django.contrib import admin
 
-from runs.models import ResponseCache, Run, Score, StageResult
+from experiments.admin import ExperimentAdmin
+from experiments.models import Experiment
+from runs.models import ResponseCache, Run, Score, StageResult, Sweep
 
 
 class StageResultInline(admin.TabularInline):
@@ -91,3 +93,43 @@ class ResponseCacheAdmin(admin.ModelAdmin):
     list_filter = ["model", "created_at"]
     search_fields = ["config_hash", "response_text"]
     readonly_fields = ["created_at", "last_hit_at"]
+
+
+class SweepInline(admin.TabularInline):
+    model = Sweep
+    extra = 0
+    fields = ["type", "status", "total_runs", "completed_runs", "failed_runs", "tokens_used", "created_at"]
+    readonly_fields = fields
+    show_change_link = True
+    can_delete = False
+
+
+# An experiment's admin page lists its sweeps: runs sits above experiments, so the
+# sweeps are added here, to the experiments app's own admin.
+admin.site.unregister(Experiment)
+
+
+@admin.register(Experiment)
+class ExperimentWithSweepsAdmin(ExperimentAdmin):
+    inlines = [*ExperimentAdmin.inlines, SweepInline]
+
+
+@admin.register(Sweep)
+class SweepAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "experiment",
+        "type",
+        "status",
+        "total_runs",
+        "completed_runs",
+        "failed_runs",
+        "cancelled_runs",
+        "tokens_used",
+        "token_budget",
+        "created_at",
+    ]
+    list_filter = ["status", "type", "experiment"]
+    search_fields = ["experiment__name", "error"]
+    list_select_related = ["experiment"]
+    readonly_fields = ["created_at", "started_at", "finished_at"]

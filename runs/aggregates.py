@@ -20,8 +20,8 @@ from django.db.models import Avg, Case, F, FloatField, Q, Sum, Value, When
 
 from engine import bootstrap
 from engine.runner import ScoreRecord, StageOutcome
-from experiments.models import Report, Sweep
-from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
+from experiments.models import Report
+from runs.models import Run, RunStatus, Score, ScoreSource, StageResult, Sweep
 
 
 def scorer_weights(experiment: Any) -> dict[str, float]:

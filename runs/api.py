@@ -1,3 +1,5 @@
+import json
+from collections.abc import Callable
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
@@ -5,25 +7,34 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from engine.runner import RunFailure
 from engine.sweep import config_key
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
+from experiments.serializers import (
+    ExperimentSerializer,
+    ExportedConfigSerializer,
+    JudgeAgreementSerializer,
+    ReportSerializer,
+)
 from projects.access import get_for_user, visible
 from projects.api import Conflict, ProjectScopedMixin
 from projects.models import Project
-from runs import results
+from runs import export, results
 from runs.bridge import cache_table_stats
 from runs.compare import compare_runs
+from runs.judging import judges
 from runs.leaderboard import RatingRefused, leaderboard, record_rating
-from runs.models import Run
+from runs.models import Run, Sweep, SweepStateError
 from runs.pagination import RunPagination
 from runs.queue import enqueue
+from runs.report import report_markdown
 from runs.serializers import (
     ORDERINGS,
     CacheStatsQuerySerializer,
@@ -38,9 +49,13 @@ from runs.serializers import (
     RunDetailSerializer,
     RunFilterSerializer,
     RunSerializer,
+    SweepEstimateSerializer,
     SweepFilterSerializer,
+    SweepLaunchSerializer,
     SweepSerializer,
+    estimate_response,
 )
+from runs.sweeps import SweepRequestError, launch_sweep
 from runs.tasks import execute_run
 
 
@@ -251,6 +266,172 @@ class SweepViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
         page = self.paginate_queryset(sweeps.order_by("-created_at", "-id"))
         return self.get_paginated_response(SweepSerializer(page, many=True).data)
+
+
+# -- an experiment's sweeps and results ------------------------------------------------
+class MarkdownRenderer(renderers.BaseRenderer):
+    media_type = "text/markdown"
+    format = "md"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if isinstance(data, dict) and "detail" in data:  # an error
+            data = str(data["detail"])
+        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+        return text.encode(self.charset)
+
+
+class ExportRenderer(renderers.BaseRenderer):
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        response = (renderer_context or {}).get("response")
+        failed = response is not None and response.status_code >= 400
+        # An error, or the OPTIONS description of the route: not an export.
+        if failed or not (isinstance(data, dict) and {"metadata", "config", "stages"} <= set(data)):
+            body = renderers.JSONRenderer().render(data)
+            return export.to_yaml(json.loads(body)).encode() if self.format == "yaml" else body
+        writer, _ = export.FORMATS[self.format]
+        return writer(data).encode(self.charset)
+
+
+class ExportJSONRenderer(ExportRenderer):
+    format = "json"
+    media_type = export.FORMATS[format][1]
+
+
+class ExportYAMLRenderer(ExportRenderer):
+    format = "yaml"
+    media_type = export.FORMATS[format][1]
+
+
+class ExportEnvRenderer(ExportRenderer):
+    format = "env"
+    media_type = export.FORMATS[format][1]
+
+
+# The experiment routes that launch and steer its sweeps and read its runs
+# (/api/experiments/{id}/sweep/, .../report/, ...), registered under the experiments
+# prefix beside experiments.api.ExperimentViewSet; the docstring is the schema's
+# description of both.
+class ExperimentRunsViewSet(ProjectScopedMixin, viewsets.GenericViewSet):
+    """Experiments of your projects: viewers read them, their exports and reports;
+    editors change them, their datasets and their sweeps."""
+
+    queryset = Experiment.objects.select_related("created_by")
+    serializer_class = ExperimentSerializer
+
+    # -- sweeps ---------------------------------------------------------------------
+    @extend_schema(
+        request=SweepLaunchSerializer,
+        responses={
+            201: SweepSerializer,
+            200: SweepEstimateSerializer,
+            409: OpenApiResponse(description="A sweep is active."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def sweep(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        launch = SweepLaunchSerializer(data=request.data, context={"experiment": experiment})
+        launch.is_valid(raise_exception=True)
+        sweep_request = launch.validated_data["request"]
+        if launch.validated_data["dry_run"]:
+            data = estimate_response(launch.validated_data["plan"], sweep_request)
+            return Response(SweepEstimateSerializer(data).data)
+        try:
+            sweep = launch_sweep(experiment, sweep_request, request.user, launch.validated_data["plan"])
+        except SweepRequestError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
+        except SweepStateError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
+
+    def _steer(self, change: Callable[[Sweep], None]) -> Response:
+        sweep = self.get_object().active_sweep()
+        if sweep is None:
+            raise Conflict("This experiment has no active sweep.")
+        try:
+            change(sweep)
+        except SweepStateError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(SweepSerializer(sweep).data)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        return self._steer(Sweep.pause)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        return self._steer(Sweep.resume)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        return self._steer(Sweep.stop)
+
+    # -- results --------------------------------------------------------------------
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", str, enum=["json", "env", "yaml"], description="Default json.")
+        ],
+        responses={
+            (200, "application/json"): ExportedConfigSerializer,
+            (200, "application/yaml"): ExportedConfigSerializer,
+            (200, "text/plain"): OpenApiTypes.STR,
+        },
+        description="The best configuration (each stage's model, parameters and templates with the "
+        "config applied) and its metadata, as a download.",
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="export",
+        renderer_classes=[ExportJSONRenderer, ExportYAMLRenderer, ExportEnvRenderer],
+    )
+    def export_config(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        best = export.best_run(experiment)
+        if best is None:
+            raise NotFound("No completed, scored run yet: run a sweep first.")
+        fmt = request.accepted_renderer.format
+        headers = {"Content-Disposition": f'attachment; filename="{export.export_filename(best, fmt)}"'}
+        try:
+            data = export.exported_config(best)
+        except RunFailure as exc:  # the experiment changed since that run
+            raise Conflict(f"Run {best.pk} no longer fits this experiment: {exc}") from None
+        return Response(data, headers=headers)
+
+    @extend_schema(
+        responses={(200, "text/markdown"): OpenApiTypes.STR, (200, "application/json"): ReportSerializer},
+        description="Markdown: the configuration space explored, the top 5 configurations, score "
+        "distributions, token usage and timing. `Accept: application/json` gives {markdown}.",
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[MarkdownRenderer, renderers.JSONRenderer])
+    def report(self, request: Request, pk: str | None = None) -> Response:
+        markdown = report_markdown(self.get_object())
+        if request.accepted_renderer.format == "json":
+            return Response({"markdown": markdown})
+        return Response(markdown)
+
+    @extend_schema(
+        responses=JudgeAgreementSerializer,
+        description="Per LLM judge scorer: the endpoint and model that judge (and whether that model "
+        "wrote outputs it rates), outputs it could not rate, its rating spread, and its agreement "
+        "with human ratings of the same outputs: pairs, Spearman rank correlation, mean absolute "
+        "difference on the 1-10 scale and a verdict.",
+    )
+    @action(detail=True, methods=["get"], url_path="judge-agreement")
+    def judge_agreement(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        data = {"experiment": experiment.pk, "judges": judges(experiment)}
+        return Response(JudgeAgreementSerializer(data).data)
 
 
 # -- the response cache -------------------------------------------------------------

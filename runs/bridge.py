@@ -1,5 +1,7 @@
 """The one place where ORM rows become engine dataclasses and engine results
-become rows. Nothing else in the apps builds engine objects by hand."""
+become rows. Nothing else in the apps builds engine objects by hand, but for
+`Endpoint.engine_config()`, the endpoint's own translation (endpoints sits below
+runs and tests a connection with it), which every function here uses."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
-from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Length
@@ -73,24 +74,6 @@ class DatabaseThreads:
 
 
 # -- rows -> engine ------------------------------------------------------
-def endpoint_config(endpoint: Endpoint, with_key: bool = True) -> EndpointConfig:
-    """`with_key=False` for planning and previews: the key is not even decrypted."""
-    return EndpointConfig(
-        name=endpoint.name,
-        base_url=endpoint.base_url,
-        api_key=endpoint.get_api_key() if with_key else "",
-        default_model=endpoint.default_model,
-        embedding_model=endpoint.embedding_model,
-        timeout_s=endpoint.timeout_s,
-        max_concurrency=endpoint.max_concurrency,
-        extra_headers=endpoint.get_extra_headers() if with_key else {},
-        adapter=endpoint.adapter,
-        extra_params=tuple(endpoint.extra_params or ()),
-        cache_namespace=endpoint.project.effective_cache_namespace(),
-        http_transport=settings.LLM_HTTP_TRANSPORT,
-    )
-
-
 def stages_of(experiment: Experiment) -> list[Stage]:
     return [
         Stage(
@@ -133,7 +116,7 @@ def input_item(variables: dict[str, Any]) -> Item:
 def all_endpoints(project_id: int, with_keys: bool = True) -> dict[str, EndpointConfig]:
     """The endpoints a project's experiments may call, by name: its own, nobody else's."""
     endpoints = Endpoint.objects.filter(project_id=project_id).select_related("project")
-    return {e.name: endpoint_config(e, with_keys) for e in endpoints}
+    return {e.name: e.engine_config(with_keys) for e in endpoints}
 
 
 class EndpointKeys:
@@ -145,7 +128,7 @@ class EndpointKeys:
         endpoints = Endpoint.objects.filter(project_id=project_id).select_related("project")
         self.rows = {e.name: e for e in endpoints}
         self.plain = (
-            plain if plain is not None else {n: endpoint_config(e, False) for n, e in self.rows.items()}
+            plain if plain is not None else {n: e.engine_config(with_key=False) for n, e in self.rows.items()}
         )
         self.keyed: dict[str, EndpointConfig] = {}
 

@@ -15,10 +15,9 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from engine import bootstrap
-from experiments.models import Sweep
 from runs.aggregates import item_scores, scorer_weights
 from runs.leaderboard import ranked_runs
-from runs.models import Run, StageResult
+from runs.models import Run, StageResult, Sweep
 
 EPSILON = 1e-9  # a difference smaller than this is float noise, not a regression
 

@@ -4,11 +4,10 @@ flag every worker reads between calls."""
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,55 +16,13 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from endpoints.crypto import DecryptionError
-from engine.events import EventType
-from engine.orchestrator import PAUSED, RUNNING, STOPPING
 from engine.runner import ITEM_CONCURRENCY, ResultSink, RunOutcome, RunSpec
 from engine.types import EndpointConfig, EngineError, Item
-from experiments.models import Sweep, SweepStatus
+from experiments.models import Experiment
 from runs import bridge
 from runs.aggregates import RunTally, scorer_weights
-from runs.events import event_bus
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, Sweep
 from runs.queue import worker_name
-
-FLAG_KEY = "promptlooper:sweep:{}:state"
-PROGRESS_EVERY_S = 0.25  # call counts: a few sweep.progress events a second per sweep
-STATE_OF_STATUS = {
-    SweepStatus.PAUSED: PAUSED,
-    SweepStatus.STOPPING: STOPPING,
-    SweepStatus.STOPPED: STOPPING,
-    SweepStatus.BUDGET_EXHAUSTED: STOPPING,
-    SweepStatus.FAILED: STOPPING,
-}
-
-
-def redis_client():
-    # One client (and connection pool) per URL: every worker reads the flag
-    # every poll, and a fresh client would open a connection each time.
-    return _redis_client(settings.REDIS_URL)
-
-
-@functools.cache
-def _redis_client(url: str):
-    import redis
-
-    return redis.Redis.from_url(url)  # its pool starts afresh in a forked child
-
-
-def set_flag(sweep_id: int, status: str) -> None:
-    """Distributed mode: publish the sweep's state where every worker reads it."""
-    if settings.REDIS_URL:
-        redis_client().set(FLAG_KEY.format(sweep_id), status, ex=7 * 24 * 3600)
-
-
-def read_state(sweep_id: int) -> str:
-    status = None
-    if settings.REDIS_URL:
-        raw = redis_client().get(FLAG_KEY.format(sweep_id))
-        status = raw.decode() if raw else None
-    if status is None:
-        status = Sweep.objects.values_list("status", flat=True).get(pk=sweep_id)
-    return STATE_OF_STATUS.get(status, RUNNING)
 
 
 class SweepRuns:
@@ -173,7 +130,7 @@ class SweepRuns:
 
     # -- SweepControl -----------------------------------------------------
     async def state(self) -> str:
-        return await self.db.read(read_state, self.sweep_id)
+        return await self.db.read(Sweep.objects.read_state, self.sweep_id)
 
     async def add_tokens(self, tokens: int) -> int:
         return await self.db.control(self._add_tokens, tokens)
@@ -194,15 +151,15 @@ class SweepRuns:
             failed_runs=F("failed_runs") + len(outcomes) - completed,
             progress_at=timezone.now(),
         )
-        publish_progress(Sweep.objects.get(pk=self.sweep_id))
+        Sweep.objects.get(pk=self.sweep_id).publish_progress()
 
     async def add_calls(self, calls: int) -> None:
         await self.db.control(self._add_calls, calls)
 
     def _add_calls(self, calls: int) -> None:
         Sweep.objects.filter(pk=self.sweep_id).update(calls_done=F("calls_done") + calls)
-        if claim_progress_event(self.sweep_id):
-            publish_progress(Sweep.objects.get(pk=self.sweep_id))
+        if Sweep.objects.filter(pk=self.sweep_id).claim_progress_event():
+            Sweep.objects.get(pk=self.sweep_id).publish_progress()
 
     async def heartbeat(self) -> None:
         await self.db.control(self._heartbeat)
@@ -277,60 +234,45 @@ def owner_is_dead(worker: str) -> bool:
     return False
 
 
-def recount(sweep: Sweep) -> dict[str, int]:
-    """Authoritative counters from the runs themselves."""
-    counts = dict(
-        Run.objects.filter(sweep=sweep)
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
-    fields = {
-        "completed_runs": counts.get(RunStatus.COMPLETED, 0),
-        "failed_runs": counts.get(RunStatus.FAILED, 0),
-        "cancelled_runs": counts.get(RunStatus.CANCELLED, 0),
+# -- concurrency shares ---------------------------------------------------------------
+@dataclass
+class Shares:
+    workers: int  # orchestrators for the sweep
+    endpoints: dict[str, EndpointConfig]  # by name, each with one worker's share of its limit
+
+
+def concurrency_shares(endpoints: dict[str, EndpointConfig], used: set[str], workers: int) -> Shares:
+    """The one rule for splitting endpoint limits between a sweep's workers: no more
+    workers than the smallest positive max_concurrency among the endpoints the sweep
+    `used`, and each worker gets limit // workers of every endpoint (at least 1), so
+    together they never exceed a used endpoint's limit. 0 means no limit of its own."""
+    limits = [endpoints[name].max_concurrency for name in used if name in endpoints]
+    workers = max(1, min([workers, *(limit for limit in limits if limit > 0)]))
+    shared = {
+        name: endpoint
+        if endpoint.max_concurrency <= 0 or workers == 1
+        else replace(endpoint, max_concurrency=max(1, endpoint.max_concurrency // workers))
+        for name, endpoint in endpoints.items()
     }
-    Sweep.objects.filter(pk=sweep.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(sweep, name, value)
-    return counts
+    return Shares(workers, shared)
 
 
-def publish(sweep: Sweep, kind: EventType, **data: Any) -> None:
-    event_bus().publish(kind, experiment_id=sweep.experiment_id, sweep_id=sweep.pk, **data)
+def sweep_endpoints(experiment: Experiment, space: dict[str, Any]) -> set[str]:
+    """Every endpoint a sweep over `space` may call: the experiment's and its judges'
+    (bridge.endpoints_used), a stage's own `endpoint` parameter, and any the space
+    names as `endpoint` / `<stage>.endpoint`, linked bundles included."""
+    used = bridge.endpoints_used(experiment, {})
+    used |= {
+        str(s["params"]["endpoint"]) for s in experiment.pipeline if (s.get("params") or {}).get("endpoint")
+    }
+    for key, values in space.items():
+        for value in values if isinstance(values, list) else ():
+            if isinstance(value, dict):  # a linked dimension's bundle
+                used |= {str(v) for k, v in value.items() if names_endpoint(k)}
+            elif names_endpoint(key):
+                used.add(str(value))
+    return used
 
 
-def claim_progress_event(sweep_id: int) -> bool:
-    """Whether this worker may publish a call-count event now: at most one per
-    PROGRESS_EVERY_S per sweep, whichever worker asks (a conditional UPDATE)."""
-    now = timezone.now()
-    due = Q(progress_at__isnull=True) | Q(progress_at__lte=now - timedelta(seconds=PROGRESS_EVERY_S))
-    return Sweep.objects.filter(due, pk=sweep_id).update(progress_at=now) == 1
-
-
-def publish_progress(sweep: Sweep) -> None:
-    publish(
-        sweep,
-        EventType.SWEEP_PROGRESS,
-        status=sweep.status,
-        total_runs=sweep.total_runs,
-        completed_runs=sweep.completed_runs,
-        failed_runs=sweep.failed_runs,
-        cancelled_runs=sweep.cancelled_runs,
-        tokens_used=sweep.tokens_used,
-        token_budget=sweep.token_budget,
-        calls_done=sweep.calls_done,
-        total_calls=sweep.total_calls,
-    )
-
-
-def endpoints_for_worker(endpoints: dict[str, EndpointConfig], workers: int) -> dict[str, EndpointConfig]:
-    """Split each endpoint's own limit between the sweep's workers, so that
-    together they never exceed it (launch keeps workers <= the smallest limit)."""
-    if workers <= 1:
-        return endpoints
-    shared = {}
-    for name, endpoint in endpoints.items():
-        limit = endpoint.max_concurrency
-        shared[name] = endpoint if limit <= 0 else replace(endpoint, max_concurrency=max(1, limit // workers))
-    return shared
+def names_endpoint(key: str) -> bool:
+    return key == "endpoint" or key.endswith(".endpoint")

@@ -3,7 +3,7 @@
 `event_bus()` keeps events in Redis when REDIS_URL is set (ids and history shared
 by every process), in memory otherwise. Each event is also handed to one
 publisher thread per process, which forwards it to the Channels groups the live
-views listen on, then to the webhooks. The engine's event loops publish through
+views listen on, then to the `listeners` (the webhooks app subscribes there). The engine's event loops publish through
 `loop_event_bus()`, which hands even the storing (a Redis round trip) to that
 thread: a run's loop never waits on the network or the database for an event.
 """
@@ -41,6 +41,15 @@ _bus: EventBus | None = None
 _publisher: Publisher | None = None
 # The web server's loop, where an in-memory channel layer lives (single-machine mode).
 _web_loop: asyncio.AbstractEventLoop | None = None
+# Called with each event, in order, on the publisher's thread (so they may use the
+# ORM): what apps above runs do with events, subscribed in their AppConfig.ready().
+listeners: list[Callable[[Event], Any]] = []
+
+
+def listen(listener: Callable[[Event], Any]) -> None:
+    """Hand every event this process publishes to `listener`, after the live views."""
+    if listener not in listeners:
+        listeners.append(listener)
 
 
 def event_bus() -> EventBus:
@@ -193,10 +202,12 @@ class Publisher:
         except Exception:
             logger.exception("Could not forward events %s..%s to the live views", events[0].id, events[-1].id)
         for event in events:
-            try:
-                dispatch_webhooks(event)
-            except Exception:
-                logger.exception("Webhook dispatch failed for event %s", event.id)
+            close_old_connections()
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("Event listener %s failed for event %s", listener.__qualname__, event.id)
 
     def _forward(self, events: list[Event]) -> None:
         layer = get_channel_layer()
@@ -230,13 +241,6 @@ async def send_to_groups(layer: BaseChannelLayer, events: list[Event]) -> None:
             experiment_group(experiment_id), {"type": "event.batch", "events": group_events}
         )
     await layer.group_send(ALL_EVENTS_GROUP, {"type": "event.batch", "events": dicts})
-
-
-def dispatch_webhooks(event: Event) -> None:
-    from webhooks.tasks import dispatch_event  # webhooks imports runs: import late
-
-    close_old_connections()
-    dispatch_event(event)
 
 
 def _log_failure(future: Future) -> None:

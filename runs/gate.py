@@ -16,10 +16,10 @@ from typing import Any
 from xml.etree import ElementTree
 
 from engine.bootstrap import percentile_intervals, resampled_means
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
 from runs.aggregates import item_scores, scorer_weights
 from runs.leaderboard import leaderboard
-from runs.models import Score, StageResult
+from runs.models import Score, StageResult, Sweep
 
 ROW_PASS = 0.5  # a JUnit row's score floor when --fail-under is not given
 

@@ -6,6 +6,7 @@ so a web request that launches a sweep returns at once in either mode.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -49,6 +50,19 @@ class RecoveringWorker(Worker):
         from runs.sweeps import start_recovery  # runs.sweeps imports this module
 
         start_recovery()
+
+
+def redis_client() -> Any:
+    # One client (and connection pool) per URL: every worker reads the flag
+    # every poll, and a fresh client would open a connection each time.
+    return _redis_client(settings.REDIS_URL)
+
+
+@functools.cache
+def _redis_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)  # its pool starts afresh in a forked child
 
 
 def worker_name() -> str:

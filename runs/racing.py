@@ -26,12 +26,11 @@ from engine.events import EventType
 from engine.runner import ResultSink, RunOutcome, RunSpec, ScorerStats
 from engine.sweep import RacingSweep, SweepError
 from engine.types import Item
-from experiments.models import Sweep, SweepStatus, SweepType
 from runs import bridge
 from runs.aggregates import item_scores, scorer_weights, summarize
-from runs.control import SweepRuns, publish, publish_progress, recount
+from runs.control import SweepRuns
 from runs.leaderboard import run_summary
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, Sweep, SweepStatus, SweepType
 from runs.queue import enqueue
 
 
@@ -177,7 +176,7 @@ def next_round(sweep: Sweep) -> bool:
         if survivors:
             start_round(locked, closed["survivor_ids"])
         locked.save(update_fields=["race"])
-        recount(locked)
+        locked.recount()
     announce(locked, closed)
     if survivors:
         share_round(locked)
@@ -220,8 +219,7 @@ def start_round(sweep: Sweep, survivors: list[int]) -> None:
 
 def announce(sweep: Sweep, closed: dict) -> None:
     summary = race_summary(sweep)
-    publish(
-        sweep,
+    sweep.publish(
         EventType.SWEEP_ROUND,
         round=closed["round"],
         rows=closed["rows"],
@@ -234,7 +232,7 @@ def announce(sweep: Sweep, closed: dict) -> None:
         grid_calls=summary["grid_calls"],
         calls_saved=summary["calls_saved"],
     )
-    publish_progress(sweep)
+    sweep.publish_progress()
 
 
 def share_round(sweep: Sweep) -> None:
@@ -255,7 +253,7 @@ def keep_cut_survivors(sweep: Sweep) -> None:
     order = racing.row_order(bridge.items_of(sweep.experiment), sweep.config.get("seed"))
     bridge.clear_results(list(cut.values_list("id", flat=True)), [i.id for i in order[new_rows(race)]])
     cut.update(status=RunStatus.COMPLETED)  # its score and totals are still the last round's
-    recount(sweep)
+    sweep.recount()
 
 
 def race_over(sweep: Sweep) -> bool:

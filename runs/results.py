@@ -26,8 +26,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db.models import Q
 
-from experiments.models import DatasetItem, Sweep
-from runs.models import Run, Score, StageResult
+from experiments.models import DatasetItem
+from runs.models import Run, Score, StageResult, Sweep
 
 PAGE = 2000
 CHUNK_LINES = 500  # lines per chunk sent

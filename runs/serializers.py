@@ -6,12 +6,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine.runner import RunFailure
-from experiments.export import resolved_stages
-from experiments.models import DatasetItem, Experiment, Sweep, SweepStatus, SweepType
+from experiments.models import DatasetItem, Experiment
 from experiments.serializers import JSONValueField, ParameterSpaceField
 from experiments.validation import extra_params_for, validate_parameter_space
 from projects.access import visible
-from runs.models import Run, RunStatus, Score, StageResult
+from runs.export import resolved_stages
+from runs.models import Run, RunStatus, Score, StageResult, Sweep, SweepStatus, SweepType
 from runs.racing import race_summary
 from runs.sweeps import Plan, SweepRequest, SweepRequestError, plan_sweep
 

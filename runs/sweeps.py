@@ -8,12 +8,12 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.utils import timezone
 
 from engine import params as llm_params
 from engine import sweep as sweeps
@@ -22,31 +22,23 @@ from engine.events import EventType
 from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
 from engine.runner import ITEM_CONCURRENCY
-from engine.types import EngineError
-from experiments.models import ACTIVE_SWEEP_STATUSES, Experiment, Report, Sweep, SweepStatus, SweepType
-from experiments.report import report_markdown
+from engine.types import EngineError, SweepState
+from experiments.models import Experiment
 from runs import bridge, racing
 from runs.control import (
     SweepRuns,
+    concurrency_shares,
     describe,
-    endpoints_for_worker,
     fail_held_runs,
-    publish,
-    publish_progress,
-    recount,
     recover_ad_hoc_runs,
     recover_stale_runs,
-    set_flag,
+    sweep_endpoints,
 )
 from runs.events import flush_publisher, loop_event_bus
-from runs.models import Run, RunStatus
+from runs.models import ACTIVE_SWEEP_STATUSES, Run, RunStatus, Sweep, SweepStateError, SweepStatus, SweepType
 from runs.queue import distributed, enqueue
 
 logger = logging.getLogger(__name__)
-
-
-class SweepStateError(Exception):
-    """The sweep is not in a state that allows this (HTTP 409)."""
 
 
 class SweepRequestError(ValueError):
@@ -146,7 +138,7 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan:
     check_launchable(experiment)
     plan = plan or plan_sweep(experiment, request)
     max_concurrent = request.max_concurrent or settings.MAX_CONCURRENT_RUNS
-    workers = worker_count(experiment)
+    workers = worker_count(experiment, plan.space)
     with transaction.atomic():
         if experiment.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).select_for_update().exists():
             raise SweepStateError("This experiment already has an active sweep; stop it first.")
@@ -171,7 +163,7 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan:
             created_by=user,
         )
         create_runs(sweep, plan.configs)
-        set_flag(sweep.pk, SweepStatus.RUNNING)
+        sweep.set_flag(SweepStatus.RUNNING)
         dispatch(sweep, workers)
     return sweep
 
@@ -186,12 +178,10 @@ def check_launchable(experiment: Experiment) -> None:
         raise SweepRequestError("dataset", "The experiment has no dataset rows; add some first.")
 
 
-def worker_count(experiment: Experiment) -> int:
-    """Orchestrators for one sweep: never more than the endpoint's own limit,
-    so splitting that limit between them keeps every share >= 1."""
-    workers = max(1, settings.SWEEP_WORKERS)
-    limit = experiment.endpoint.max_concurrency if experiment.endpoint else 0
-    return min(workers, limit) if limit > 0 else workers
+def worker_count(experiment: Experiment, space: dict) -> int:
+    """Orchestrators for one sweep: SWEEP_WORKERS, within every used endpoint's limit."""
+    endpoints = bridge.all_endpoints(experiment.project_id, with_keys=False)
+    return concurrency_shares(endpoints, sweep_endpoints(experiment, space), settings.SWEEP_WORKERS).workers
 
 
 def create_runs(sweep: Sweep, configs: list[dict]) -> int:
@@ -234,11 +224,9 @@ def _execute_sweep(sweep_id: int) -> str:
     if sweep.status not in (SweepStatus.PENDING, SweepStatus.RUNNING):
         return f"skipped: sweep is {sweep.status}"
     recover_stale_runs(sweep_id)
-    if Sweep.objects.filter(pk=sweep_id, status=SweepStatus.PENDING).update(
-        status=SweepStatus.RUNNING, started_at=timezone.now()
-    ):
+    if Sweep.objects.filter(pk=sweep_id).start():
         sweep.status = SweepStatus.RUNNING
-        publish(sweep, EventType.SWEEP_STARTED, total_runs=sweep.total_runs)
+        sweep.publish(EventType.SWEEP_STARTED, total_runs=sweep.total_runs)
     try:
         while True:
             report = asyncio.run(orchestrate(sweep))
@@ -246,8 +234,8 @@ def _execute_sweep(sweep_id: int) -> str:
                 break
     except Exception as exc:  # not a run's failure (those are the run's): the sweep's own
         logger.exception("Sweep %s failed", sweep_id)
-        return fail_sweep(sweep_id, f"The sweep's worker failed: {describe(exc)}")
-    return finish_sweep(sweep_id, report)
+        return sweep.fail(f"The sweep's worker failed: {describe(exc)}")
+    return sweep.finish(report)
 
 
 async def orchestrate(sweep: Sweep) -> SweepReport:
@@ -289,7 +277,8 @@ def item_concurrency(per_worker: int, runs_per_worker: int) -> int:
 
 
 def worker_keys(project_id: int, workers: int) -> bridge.EndpointKeys:
-    plain = endpoints_for_worker(bridge.all_endpoints(project_id, with_keys=False), workers)
+    # `workers` was chosen at launch within the used endpoints' limits: split them all.
+    plain = concurrency_shares(bridge.all_endpoints(project_id, with_keys=False), set(), workers).endpoints
     return bridge.EndpointKeys(project_id, plain)
 
 
@@ -322,87 +311,6 @@ def next_round(sweep: Sweep) -> bool:
     return True
 
 
-def finish_sweep(sweep_id: int, report: SweepReport) -> str:
-    sweep = Sweep.objects.get(pk=sweep_id)
-    if report.reason == "budget_exhausted":
-        Sweep.objects.filter(pk=sweep_id, status__in=ACTIVE_SWEEP_STATUSES).update(
-            status=SweepStatus.BUDGET_EXHAUSTED,
-            error=f"Token budget of {sweep.token_budget:,} reached; calls in flight overshot it by "
-            f"{report.overshoot:,} tokens.",
-        )
-        set_flag(sweep_id, SweepStatus.BUDGET_EXHAUSTED)
-        sweep.refresh_from_db()
-    if sweep.status in (SweepStatus.STOPPING, SweepStatus.BUDGET_EXHAUSTED):
-        sweep.runs.filter(status=RunStatus.PENDING).update(
-            status=RunStatus.CANCELLED, finished_at=timezone.now()
-        )
-    counts = recount(sweep)
-    if counts.get(RunStatus.RUNNING):
-        publish_progress(sweep)
-        return f"{report.reason}: other workers still running"
-    final = {
-        SweepStatus.STOPPING: (SweepStatus.STOPPED, EventType.SWEEP_STOPPED),
-        SweepStatus.BUDGET_EXHAUSTED: (SweepStatus.BUDGET_EXHAUSTED, EventType.SWEEP_BUDGET_EXHAUSTED),
-        SweepStatus.RUNNING: (SweepStatus.COMPLETED, EventType.SWEEP_COMPLETED),
-    }.get(sweep.status)
-    running = sweep.status == SweepStatus.RUNNING
-    if final is None or (running and (counts.get(RunStatus.PENDING) or not racing.race_over(sweep))):
-        publish_progress(sweep)
-        return report.reason
-    status, kind = final
-    if (
-        status == SweepStatus.COMPLETED
-        and counts.get(RunStatus.FAILED)
-        and not counts.get(RunStatus.COMPLETED)
-    ):
-        status, kind = SweepStatus.FAILED, EventType.SWEEP_FAILED
-        Sweep.objects.filter(pk=sweep_id).update(error=every_run_failed(sweep))
-    racing.keep_cut_survivors(sweep)  # before the sweep shows as finished
-    # Only the last worker out gets to finish the sweep (and announce it once).
-    if Sweep.objects.filter(pk=sweep_id, status=sweep.status, finished_at__isnull=True).update(
-        status=status, finished_at=timezone.now()
-    ):
-        sweep.refresh_from_db()
-        publish_progress(sweep)
-        publish(
-            sweep,
-            kind,
-            tokens_used=sweep.tokens_used,
-            overshoot=report.overshoot,
-            completed_runs=sweep.completed_runs,
-            failed_runs=sweep.failed_runs,
-            cancelled_runs=sweep.cancelled_runs,
-        )
-        set_flag(sweep_id, status)
-        Report.forget(sweep.experiment_id)
-        report_markdown(sweep.experiment)  # built once, here, for everyone who reads it next
-    return status
-
-
-def every_run_failed(sweep: Sweep) -> str:
-    first = sweep.runs.filter(status=RunStatus.FAILED).exclude(error="").order_by("finished_at", "id").first()
-    cause = f" The first error: {first.error[:1000]}" if first else ""
-    return f"Every run failed.{cause}"
-
-
-def fail_sweep(sweep_id: int, error: str) -> str:
-    """A sweep whose worker crashed: what was not done is cancelled, and it says why."""
-    now = timezone.now()
-    Run.objects.filter(sweep_id=sweep_id, status=RunStatus.PENDING).update(
-        status=RunStatus.CANCELLED, finished_at=now
-    )
-    updated = Sweep.objects.filter(pk=sweep_id, status__in=ACTIVE_SWEEP_STATUSES).update(
-        status=SweepStatus.FAILED, error=error[:5000], finished_at=now
-    )
-    sweep = Sweep.objects.get(pk=sweep_id)
-    recount(sweep)
-    if updated:
-        set_flag(sweep_id, SweepStatus.FAILED)
-        publish_progress(sweep)
-        publish(sweep, EventType.SWEEP_FAILED, error=sweep.error)
-    return str(sweep.status)
-
-
 # -- recovery ----------------------------------------------------------------
 def recover_sweeps(startup: bool = False) -> list[int]:
     """Finish the sweeps whose workers died: take back their runs and dispatch
@@ -417,7 +325,7 @@ def recover_sweeps(startup: bool = False) -> list[int]:
         if not taken and not (startup and not distributed() and not held):
             continue
         if sweep.status == SweepStatus.STOPPING:
-            finish_sweep(sweep.pk, SweepReport(reason="stopping"))
+            sweep.finish(SweepReport(reason=SweepState.STOPPING))
         else:
             dispatch(sweep)
         recovered.append(sweep.pk)
@@ -438,63 +346,28 @@ def start_recovery(interval_s: float | None = None) -> threading.Thread | None:
     return thread
 
 
-def _recover_forever(interval: float) -> None:
-    from webhooks.tasks import recover_deliveries  # webhooks imports runs: import late
+# Run after recover_sweeps by every recovery thread, each with `startup`: what apps
+# above runs take back from dead workers (webhooks adds its deliveries in ready()).
+recoveries: list[Callable[..., Any]] = []
 
+
+def add_recovery(recover: Callable[..., Any]) -> None:
+    if recover not in recoveries:
+        recoveries.append(recover)
+
+
+def _recover_forever(interval: float) -> None:
     startup = True
     while True:
         try:
             recovered = recover_sweeps(startup=startup)
             if recovered:
                 logger.warning("Recovered sweeps %s from workers that died", recovered)
-            recover_deliveries(startup=startup)
+            for recover in recoveries:
+                recover(startup=startup)
             startup = False
         except Exception:  # e.g. the database is not migrated yet, or briefly away
             logger.exception("Recovering sweeps failed; trying again in %s s", interval)
         finally:
             connections.close_all()
         time.sleep(interval)
-
-
-# -- steering ----------------------------------------------------------------
-def pause_sweep(sweep: Sweep) -> Sweep:
-    return _transition(
-        sweep, (SweepStatus.PENDING, SweepStatus.RUNNING), SweepStatus.PAUSED, EventType.SWEEP_PAUSED
-    )
-
-
-def resume_sweep(sweep: Sweep, recover: bool = False) -> Sweep:
-    """Continue a paused sweep; with recover=True also one that is marked running
-    but whose workers died (their runs, silent for SWEEP_STALE_AFTER_S, are taken back)."""
-    allowed = (
-        (SweepStatus.PAUSED, SweepStatus.RUNNING, SweepStatus.PENDING) if recover else (SweepStatus.PAUSED,)
-    )
-    with transaction.atomic():
-        sweep = _transition(sweep, allowed, SweepStatus.RUNNING, EventType.SWEEP_RESUMED)
-        recover_stale_runs(sweep.pk)
-        dispatch(sweep)
-    return sweep
-
-
-def stop_sweep(sweep: Sweep) -> Sweep:
-    was_paused = sweep.status == SweepStatus.PAUSED
-    sweep = _transition(
-        sweep, (SweepStatus.PENDING, SweepStatus.RUNNING, SweepStatus.PAUSED), SweepStatus.STOPPING, None
-    )
-    if was_paused or not sweep.runs.filter(status=RunStatus.RUNNING).exists():
-        # Nobody is working on it: finish it here.
-        finish_sweep(sweep.pk, SweepReport(reason="stopping"))
-        sweep.refresh_from_db()
-    return sweep
-
-
-def _transition(sweep: Sweep, allowed: tuple, status: str, kind: EventType | None) -> Sweep:
-    if not Sweep.objects.filter(pk=sweep.pk, status__in=allowed).update(status=status):
-        sweep.refresh_from_db()
-        raise SweepStateError(f"Sweep #{sweep.pk} is {sweep.status}; it cannot become {status}.")
-    set_flag(sweep.pk, status)
-    sweep.refresh_from_db()
-    Report.forget(sweep.experiment_id)
-    if kind is not None:
-        publish(sweep, kind)
-    return sweep

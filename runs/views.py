@@ -1,55 +1,153 @@
-"""Sweep and run pages: launch, the live view, the leaderboard, charts, run detail."""
+"""Pages that show runs: the dashboard, an experiment's overview, its export and report,
+launch, the live view, the leaderboard, charts, run detail."""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Max, OuterRef, Prefetch, Q, Subquery
 from django.db.models.fields.json import KT
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST, require_safe
 
-from experiments.models import Experiment, Sweep, SweepStatus
-from experiments.views import experiment_for
+from engine.runner import RunFailure
+from experiments.models import Experiment
+from experiments.views import experiment_for, scorer_rows
 from projects.access import get_for_user
 from projects.models import Role
+from projects.views import current_project
+from runs import export
+from runs.charts import CHART_POINTS, histogram, scatter
 from runs.compare import best_run, compare_runs, marked_diff, previous_sweep
 from runs.events import event_bus
 from runs.forms import LaunchForm, RatingForm
-from runs.judging import judge_names, run_judge_stats
+from runs.judging import judge_names, judges, run_judge_stats
 from runs.leaderboard import RatingRefused, leaderboard, ranked_runs, record_rating
+from runs.local_build import read_status
+from runs.markdown import render_markdown
 from runs.matrix import FILTERS, choosable_runs, chosen_runs, matrix_cells, matrix_rows
-from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
-from runs.racing import race_summary
-from runs.sweeps import (
-    SweepRequestError,
+from runs.models import (
+    ACTIVE_SWEEP_STATUSES,
+    Run,
+    RunStatus,
+    Score,
+    ScoreSource,
+    StageResult,
+    Sweep,
     SweepStateError,
-    check_launchable,
-    launch_sweep,
-    pause_sweep,
-    resume_sweep,
-    stop_sweep,
+    SweepStatus,
 )
+from runs.racing import race_summary
+from runs.report import report_markdown
+from runs.sweeps import SweepRequestError, check_launchable, launch_sweep
 from runs.templatetags.money import money
 
-CONTROLS = {"pause": pause_sweep, "resume": resume_sweep, "stop": stop_sweep}
+CONTROLS = {"pause": Sweep.pause, "resume": Sweep.resume, "stop": Sweep.stop}
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED)
 MAX_IDS = 200
 LIVE_ROWS = 50
 LEADERBOARD_ROWS = 50
-CHART_POINTS = 400  # runs drawn one dot each; beyond it all but the front are binned
-CHART_CELLS = (40, 24)  # columns (cost) x rows (score) of the binned runs
 ITEMS_PER_PAGE = 10
 COMPARED_PER_PAGE = 50
 MATRIX_ROWS = 25
 NEARLY_AS_GOOD = 0.02  # without a tie test: within this of the best score
+
+
+# -- the dashboard and an experiment's overview ---------------------------------------
+@login_required
+@require_safe
+def dashboard(request: HttpRequest) -> HttpResponse:
+    project = current_project(request)
+    finished = Q(runs__status=RunStatus.COMPLETED)
+    last_sweep = Sweep.objects.filter(experiment=OuterRef("pk")).order_by("-created_at")
+    experiments = (
+        Experiment.objects.filter(project=project)
+        .select_related("endpoint")
+        .annotate(best_score=Max("runs__weighted_score", filter=finished))
+        .annotate(last_sweep_status=Subquery(last_sweep.values("status")[:1]))
+        .prefetch_related(
+            Prefetch(
+                "sweeps", Sweep.objects.filter(status__in=ACTIVE_SWEEP_STATUSES), to_attr="active_sweeps"
+            )
+        )
+    )
+    recent_runs = (
+        Run.objects.filter(experiment__project=project, status__in=(RunStatus.COMPLETED, RunStatus.FAILED))
+        .select_related("experiment")
+        .order_by("-finished_at", "-id")[:10]
+    )
+    context = {
+        "experiments": experiments,
+        "recent_runs": recent_runs,
+        "project": project,
+        "nav": "dashboard",
+        "model_build": read_status(),
+    }
+    return render(request, "experiments/dashboard.html", context)
+
+
+@login_required
+@require_safe
+def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request, pk)
+    context = {
+        "experiment": experiment,
+        "tab": "overview",
+        "item_count": experiment.items.count(),
+        "sweeps": experiment.sweeps.all()[:20],
+        "scorers": scorer_rows(experiment),
+        "variables": experiment.dataset_variables(),
+        "judges": judges(experiment),
+    }
+    return render(request, "experiments/detail.html", context)
+
+
+# -- exports and the report ------------------------------------------------------------
+@login_required
+@require_safe
+def export_config(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """The best configuration (or `?run=<id>`'s) as a file, as the API exports it."""
+    experiment = experiment_for(request, pk)
+    if fmt not in export.FORMATS:
+        raise Http404("Export as json, yaml or env.")
+    run_id = request.GET.get("run", "")
+    if run_id:
+        run = get_object_or_404(Run, pk=run_id if run_id.isdigit() else 0, experiment=experiment)
+    else:
+        run = export.best_run(experiment)
+    if run is None:
+        raise Http404("No completed, scored run yet: run a sweep first.")
+    try:
+        writer, media_type = export.FORMATS[fmt]
+        body = writer(export.exported_config(run))
+    except RunFailure as exc:
+        messages.error(request, f"Run #{run.pk} cannot be exported: {exc}")
+        return redirect("ui:report", pk=pk)
+    response = HttpResponse(body, content_type=f"{media_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{export.export_filename(run, fmt)}"'
+    return response
+
+
+@login_required
+@require_safe
+def report(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request, pk)
+    markdown = report_markdown(experiment)
+    context = {
+        "experiment": experiment,
+        "tab": "report",
+        "html": mark_safe(render_markdown(markdown)),  # noqa: S308 - every text piece is escaped
+        "best": export.best_run(experiment),
+    }
+    return render(request, "experiments/report.html", context)
 
 
 # -- launch ---------------------------------------------------------------------------
@@ -203,7 +301,7 @@ def sweep_control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         raise Http404("Unknown action; use pause, resume or stop.")
     sweep = get_for_user(Sweep, request.user, Role.EDITOR, pk=pk)
     try:
-        sweep = CONTROLS[action](sweep)
+        CONTROLS[action](sweep)
     except SweepStateError as exc:
         messages.error(request, str(exc))
     else:
@@ -308,144 +406,6 @@ def cheapest_nearly_best(rows: list[dict], points: list[dict]) -> dict | None:
     close = [p for p in points if p["run_id"] in tied or p["weighted_score"] >= best - NEARLY_AS_GOOD]
     pick = min(close, key=lambda p: (p["tokens_in"] + p["tokens_out"], -p["weighted_score"]))
     return pick | {"config": Run.objects.values_list("config", flat=True).get(pk=pick["run_id"])}
-
-
-def histogram(scores: list[float], bins: int = 10) -> dict:
-    counts = [0] * bins
-    for score in scores:
-        counts[min(bins - 1, max(0, int(score * bins)))] += 1
-    top = max(counts) or 1
-    width, height, left, bottom, top_room = 400, 200, 36, 24, 28
-    bar = (width - left - 8) / bins
-    scale = (height - bottom - top_room) / top
-    bars = [
-        {
-            "x": left + i * bar + 1,
-            "y": height - bottom - n * scale,
-            "w": bar - 2,
-            "h": n * scale,
-            "cx": left + (i + 0.5) * bar,
-            "n": n,
-            "label": f"{i / bins:.1f}–{(i + 1) / bins:.1f}",
-        }
-        for i, n in enumerate(counts)
-    ]
-    ticks = [{"x": left + i * bar, "label": f"{i / bins:.1f}"} for i in range(0, bins + 1, 2)]
-    return {
-        "bars": bars,
-        "ticks": ticks,
-        "top": top,
-        "width": width,
-        "height": height,
-        "base": height - bottom,
-        "left": left,
-    }
-
-
-def scatter(points: list[dict], cost: Any, label: str, pick: dict | None) -> dict:
-    """Score (up) against a cost (right), the Pareto front joined by a line. Up to
-    CHART_POINTS runs are drawn one dot each; beyond that the front (always exact,
-    from every run) and the pick keep their dots and the others are binned into
-    shaded cells, so the page stays small and readable at any number of runs."""
-    frame = {"width": 400, "height": 240, "left": 40, "bottom": 28, "pad": 10}
-    high = max((cost(p) for p in points), default=0) or 1
-    front = {p["run_id"] for p in cheapest_front(points, cost)}
-    alone = len(points) <= CHART_POINTS
-    picked = pick["run_id"] if pick else None
-    dots = [
-        _dot(p, cost, high, frame, p["run_id"] in front, p["run_id"] == picked)
-        for p in points
-        if alone or p["run_id"] in front or p["run_id"] == picked
-    ]
-    rest = [] if alone else [p for p in points if p["run_id"] not in front and p["run_id"] != picked]
-    return _axes(frame, high, label) | {
-        "dots": dots,
-        "cells": _cells(rest, cost, high, frame),
-        "line": " ".join(f"{d['x']},{d['y']}" for d in sorted(dots, key=lambda d: d["x"]) if d["front"]),
-    }
-
-
-def _xy(score: float, value: float, high: float, f: dict) -> tuple[float, float]:
-    x = f["left"] + value / high * (f["width"] - f["left"] - f["pad"])
-    y = f["height"] - f["bottom"] - score * (f["height"] - f["bottom"] - f["pad"])
-    return round(x, 1), round(y, 1)
-
-
-def _dot(p: dict, cost: Any, high: float, f: dict, on_front: bool, picked: bool) -> dict:
-    x, y = _xy(p["weighted_score"], cost(p), high, f)
-    return {
-        "x": x,
-        "y": y,
-        "run_id": p["run_id"],
-        "score": p["weighted_score"],
-        "cost": cost(p),
-        "front": on_front,
-        "pick": picked,
-        "shown": nice(cost(p)),
-    }
-
-
-def _cells(points: list[dict], cost: Any, high: float, f: dict) -> list[dict]:
-    """Runs counted per cell of a CHART_CELLS grid, shaded by their share."""
-    columns, rows = CHART_CELLS
-    counts: dict[tuple[int, int], int] = defaultdict(int)
-    for p in points:
-        column = min(columns - 1, int(cost(p) / high * columns))
-        row = min(rows - 1, max(0, int(p["weighted_score"] * rows)))
-        counts[(column, row)] += 1
-    width = (f["width"] - f["left"] - f["pad"]) / columns
-    height = (f["height"] - f["bottom"] - f["pad"]) / rows
-    top = max(counts.values(), default=1)
-    return [
-        {
-            "x": round(f["left"] + column * width, 1),
-            "y": round(f["height"] - f["bottom"] - (row + 1) * height, 1),
-            "w": round(width, 1),
-            "h": round(height, 1),
-            "n": n,
-            "shade": round(0.15 + 0.85 * n / top, 2),
-        }
-        for (column, row), n in sorted(counts.items())
-    ]
-
-
-def _axes(f: dict, high: float, label: str) -> dict:
-    span, rise = f["width"] - f["left"] - f["pad"], f["height"] - f["bottom"] - f["pad"]
-    base = f["height"] - f["bottom"]
-    return {
-        # The last label ends at the axis' end: centred there it would be cut off.
-        "ticks": [
-            {"x": f["left"] + t * span, "label": nice(high * t), "anchor": "end" if t == 1 else "middle"}
-            for t in (0, 0.25, 0.5, 0.75, 1)
-        ],
-        "yticks": [{"y": base - t * rise, "label": f"{t:.1f}"} for t in (0, 0.5, 1)],
-        "label": label,
-        "width": f["width"],
-        "height": f["height"],
-        "left": f["left"],
-        "base": base,
-        "right": f["width"] - f["pad"],
-        "top": f["pad"],
-    }
-
-
-def cheapest_front(points: list[dict], cost: Any) -> list[dict]:
-    """The two-objective Pareto front (higher score, lower cost): every point that
-    scores more than everything cheaper. O(n log n) over every ranked run."""
-    front, best = [], -1.0
-    for p in sorted(points, key=lambda p: (cost(p), -p["weighted_score"])):
-        if p["weighted_score"] > best:
-            front.append(p)
-            best = p["weighted_score"]
-    return front
-
-
-def nice(value: float) -> str:
-    if value >= 10_000:
-        return f"{value / 1000:.0f}k"
-    if value >= 10 or value == 0:
-        return f"{value:.0f}"
-    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"  # cents and fractions of them
 
 
 # -- run detail and human review ---------------------------------------------------------

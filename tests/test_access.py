@@ -24,10 +24,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from endpoints.models import Endpoint
-from experiments.models import Experiment, Sweep, SweepStatus
+from experiments.models import Experiment
 from projects.models import Role
 from runs.aggregates import summarize
-from runs.models import ResponseCache, Run, RunStatus, Score, StageResult
+from runs.models import ResponseCache, Run, RunStatus, Score, StageResult, Sweep, SweepStatus
 from tests.factories import add_member, make_endpoint, make_experiment, make_project, make_user
 from webhooks.models import Webhook, WebhookDelivery
 

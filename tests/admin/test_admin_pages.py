@@ -3,8 +3,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from endpoints.models import Endpoint
-from experiments.models import Sweep
-from runs.models import ResponseCache, Run, Score, StageResult
+from runs.models import ResponseCache, Run, Score, StageResult, Sweep
 from tests.factories import make_endpoint, make_experiment, team_project
 from webhooks.models import Webhook, WebhookDelivery
 

@@ -3,9 +3,9 @@
 from typing import Any
 
 from engine.sweep import config_key
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
 from runs.aggregates import summarize
-from runs.models import Run, RunStatus, Score, StageResult
+from runs.models import Run, RunStatus, Score, StageResult, Sweep
 
 STUB_PIPELINE = [{"name": "answer", "system": "Be brief.", "user": "Capital of {{ country }}?"}]
 STUB_DATASET = [

@@ -4,7 +4,7 @@ money that stops a sweep like the token budget, and costs on the pages."""
 import pytest
 from django.urls import reverse
 
-from experiments.models import Sweep, SweepStatus
+from runs.models import Sweep, SweepStatus
 from tests.api.helpers import scored_run
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, wait_for_sweep

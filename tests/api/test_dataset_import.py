@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from experiments.models import Sweep, SweepStatus
+from runs.models import Sweep, SweepStatus
 from tests.factories import make_experiment
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from experiments.export import from_env
+from runs.export import from_env
 from tests.runs.sweep_helpers import quality_responder
 
 TERSE = "Terse: capital of {{ country }}"

@@ -108,7 +108,7 @@ def test_an_editor_may_import_but_not_create_endpoints(bob_api, bob, experiment)
 
 
 def test_an_update_while_a_sweep_runs_is_a_409_and_changes_nothing(api, experiment):
-    from experiments.models import Sweep, SweepStatus
+    from runs.models import Sweep, SweepStatus
 
     Sweep.objects.create(experiment=experiment, status=SweepStatus.RUNNING)
     text = api.get(f"/api/experiments/{experiment.pk}/definition/").content.decode()

@@ -2,7 +2,8 @@
 
 import pytest
 
-from experiments.models import Experiment, Sweep, SweepStatus
+from experiments.models import Experiment
+from runs.models import Sweep, SweepStatus
 from tests.api.helpers import KEYWORD, STUB_DATASET, STUB_PIPELINE
 from tests.factories import make_endpoint, make_experiment
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from experiments.export import from_env
+from runs.export import from_env
 from tests.api.helpers import scored_run
 from tests.factories import make_endpoint, make_experiment
 

@@ -3,7 +3,8 @@
 
 import pytest
 
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
+from runs.models import Sweep
 from tests.api.helpers import KEYWORD, STUB_DATASET, STUB_PIPELINE
 from tests.engine.test_params import INVALID, VALID
 from tests.factories import make_endpoint, make_experiment

@@ -3,8 +3,7 @@ rounds, calls saved and leaderboard."""
 
 import pytest
 
-from experiments.models import Sweep
-from runs.models import Run
+from runs.models import Run, Sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.graded_stub import by_temperature, graded_rows
 from tests.runs.sweep_helpers import wait_for_sweep

@@ -3,9 +3,8 @@
 import pytest
 from django.utils import timezone
 
-from experiments.models import Sweep
 from runs.aggregates import summarize
-from runs.models import Run, Score
+from runs.models import Run, Score, Sweep
 from tests.api.helpers import scored_run, stage_result
 from tests.factories import make_endpoint, make_experiment
 

@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
-from experiments.models import DatasetItem, Sweep, SweepStatus
-from runs.models import Run, RunStatus, Score, StageResult
+from experiments.models import DatasetItem
+from runs.models import Run, RunStatus, Score, StageResult, Sweep, SweepStatus
 from tests.api.helpers import KEYWORD
 from tests.factories import make_endpoint, make_experiment, make_user
 

@@ -13,8 +13,8 @@ from schemathesis.checks import CHECKS as ALL_CHECKS
 from schemathesis.checks import load_all_checks
 from schemathesis.generation import GenerationMode
 
-from experiments.models import Sweep
 from promptlooper_site.wsgi import application
+from runs.models import Sweep
 from tests.api.helpers import scored_run
 from tests.factories import make_endpoint, make_experiment, team_project
 from webhooks.models import Webhook

@@ -4,9 +4,8 @@ answered, not only the runs finished, a few events a second at most."""
 import pytest
 
 from engine.events import EventType
-from experiments.models import Sweep
-from runs.control import PROGRESS_EVERY_S
 from runs.events import event_bus, flush_publisher
+from runs.models import PROGRESS_EVERY_S, Sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, wait_for_sweep, wait_until
 

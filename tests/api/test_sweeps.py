@@ -4,8 +4,7 @@ import time
 
 import pytest
 
-from experiments.models import Sweep, SweepStatus
-from runs.models import Run
+from runs.models import Run, Sweep, SweepStatus
 from runs.queue import wait_for_in_process_jobs
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, wait_for_sweep

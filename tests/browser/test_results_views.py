@@ -10,7 +10,7 @@ pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from experiments.models import Sweep, SweepStatus
+from runs.models import Sweep, SweepStatus
 from tests.api.helpers import scored_run, stage_result
 from tests.browser.test_e2e import Browser, log_in
 from tests.factories import make_endpoint, make_experiment

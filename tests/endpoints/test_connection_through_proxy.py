@@ -4,7 +4,6 @@ the connection test (and so every call) goes through it, with either HTTP transp
 import pytest
 
 from endpoints.api import test_connection
-from runs.bridge import endpoint_config
 from tests.factories import make_endpoint
 from tests.http_proxy import LoopbackProxy
 
@@ -22,7 +21,7 @@ def test_an_endpoint_only_the_proxy_can_reach_answers_the_connection_test(
     with LoopbackProxy(hosts={"llm.invalid": "127.0.0.1"}) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         endpoint = make_endpoint(base_url=f"http://llm.invalid:{llm_stub.port}/v1")
-        assert endpoint_config(endpoint).http_transport == transport
+        assert endpoint.engine_config().http_transport == transport
         report = test_connection(endpoint)
     assert report["ok"], report["error"]
     assert report["models"] == ["stub-small", "stub-large"]

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from engine.gateway import Gateway
-from engine.orchestrator import PAUSED, RUNNING, Orchestrator
+from engine.orchestrator import Orchestrator
 from engine.runner import InMemoryResultSink, ResultSink, RunOutcome, RunSpec
-from engine.types import EndpointConfig, Item, Stage
+from engine.types import EndpointConfig, Item, Stage, SweepState
 from tests.llm_stub import LLMStub
 
 
@@ -47,7 +47,7 @@ class Runs:
         self.pending = list(self.specs)
         self.claim_delay_s = claim_delay_s
         self.steal = steal
-        self.state_now = RUNNING
+        self.state_now = SweepState.RUNNING
         self.claims: list[tuple[int, int, int]] = []  # (asked, got, runs going at the time)
         self.running = 0
         self.started: list[Any] = []
@@ -149,7 +149,7 @@ async def test_a_pause_hands_back_the_runs_claimed_ahead(stub: LLMStub) -> None:
         task = asyncio.create_task(orch.execute())
         while not runs.started:
             await asyncio.sleep(0.01)
-        runs.state_now = PAUSED
+        runs.state_now = SweepState.PAUSED
         report = await task
     assert report.reason == "paused"
     ((released, cancel),) = runs.released
@@ -161,6 +161,26 @@ async def test_a_pause_hands_back_the_runs_claimed_ahead(stub: LLMStub) -> None:
     # ...including the runs claimed ahead that never started.
     assert claimed - set(runs.started)
     assert claimed - set(runs.started) <= set(released)
+
+
+@pytest.mark.parametrize(
+    "status", [SweepState.STOPPING, SweepState.STOPPED, SweepState.FAILED, SweepState.BUDGET_EXHAUSTED]
+)
+async def test_a_sweep_ended_elsewhere_halts_this_worker_and_cancels_its_runs(
+    stub: LLMStub, status: str
+) -> None:
+    # The status another worker or a person gave the sweep, read as the database keeps it.
+    stub.latency_ms = 80
+    runs = Runs(stub, count=30)
+    async with Gateway(max_concurrent=8) as gateway:
+        task = asyncio.create_task(orchestrator(runs, gateway).execute())
+        while not runs.started:
+            await asyncio.sleep(0.01)
+        runs.state_now = status
+        report = await task
+    assert report.reason == status and report.finished < 30
+    ((released, cancel),) = runs.released
+    assert cancel is True and released
 
 
 async def test_an_orchestrator_knows_what_the_sweep_spent_before_its_first_call(stub: LLMStub) -> None:

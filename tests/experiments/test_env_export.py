@@ -10,7 +10,7 @@ import sys
 import pytest
 from dotenv import dotenv_values
 
-from experiments.export import ENV_PREFIX, to_env
+from runs.export import ENV_PREFIX, to_env
 
 HOSTILE = [
     "'; touch pwned-1; #",

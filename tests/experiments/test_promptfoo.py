@@ -9,8 +9,8 @@ import pytest
 
 from endpoints.models import Endpoint
 from experiments.definition import DefinitionError
-from experiments.export import exported_config
 from experiments.promptfoo import import_promptfoo
+from runs.export import exported_config
 from runs.leaderboard import leaderboard
 from runs.models import Run, RunStatus, Score
 from runs.sweeps import SweepRequest, launch_sweep

@@ -47,7 +47,6 @@ def test_existing_data_moves_into_default_and_nothing_is_lost():
     from endpoints.models import Endpoint
     from experiments.models import Experiment
     from projects.models import Project
-    from runs.bridge import endpoint_config
     from runs.models import ResponseCache
     from webhooks.models import Webhook
 
@@ -62,7 +61,7 @@ def test_existing_data_moves_into_default_and_nothing_is_lost():
     assert "research-secret" not in moved.extra_headers_encrypted
     assert moved.get_extra_headers() == {"X-Org": "research-secret"}
     # The Default project's calls still find what was cached before projects existed.
-    config = endpoint_config(moved, with_key=False)
+    config = moved.engine_config(with_key=False)
     from engine.gateway import call_hash
 
     assert call_hash(config, [{"role": "user", "content": "hi"}], "m", {}, 0) == key

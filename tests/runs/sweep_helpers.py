@@ -2,8 +2,7 @@
 
 import time
 
-from experiments.models import Sweep
-from runs.models import Run
+from runs.models import Run, Sweep
 
 
 def quality_responder(body):

@@ -2,8 +2,7 @@
 
 import pytest
 
-from experiments.models import SweepStatus
-from runs.models import Run, RunStatus, Score, StageResult
+from runs.models import Run, RunStatus, Score, StageResult, SweepStatus
 from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import wait_for_sweep

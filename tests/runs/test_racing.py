@@ -3,13 +3,12 @@ a pause and a resume, and a budget that runs out mid-round."""
 
 import pytest
 
-from experiments.models import SweepStatus
 from runs.events import event_bus
 from runs.leaderboard import leaderboard
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, SweepStatus
 from runs.queue import wait_for_in_process_jobs
 from runs.racing import race_summary
-from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep, stop_sweep
+from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.graded_stub import by_temperature, graded_rows
 from tests.runs.sweep_helpers import runs_by_status, wait_for_sweep, wait_until
@@ -98,10 +97,10 @@ def test_a_paused_race_resumes_to_the_same_decisions_without_paying_twice(experi
     llm_stub.latency_ms = 50  # rounds two and three take seconds: the pause lands in them
     sweep = launch_sweep(experiment, SweepRequest(type="racing", seed=3, max_concurrent=2))
     wait_until(lambda: len(type(sweep).objects.get(pk=sweep.pk).race["rounds"]) >= 2)
-    pause_sweep(sweep)
+    sweep.pause()
     assert wait_for_in_process_jobs(30)
     assert not Run.objects.filter(sweep=sweep, status=RunStatus.RUNNING).exists()
-    resume_sweep(sweep)
+    sweep.resume()
     sweep = wait_for_sweep(sweep)
     assert sweep.status == SweepStatus.COMPLETED
     assert eliminations(sweep) == {0.0: None, 0.2: None, 0.4: 10, 0.6: 10, 0.8: 10, 1.0: 10}
@@ -133,7 +132,7 @@ def test_a_stopped_race_cancels_what_is_left_and_keeps_its_eliminations(experime
     llm_stub.latency_ms = 50  # rounds two and three take seconds: the stop lands in them
     sweep = launch_sweep(experiment, SweepRequest(type="racing", seed=3, max_concurrent=2))
     wait_until(lambda: len(type(sweep).objects.get(pk=sweep.pk).race["rounds"]) >= 2)
-    sweep = stop_sweep(sweep)
+    sweep.stop()
     sweep = wait_for_sweep(sweep)
     assert wait_for_in_process_jobs(30)
     assert sweep.status == SweepStatus.STOPPED and not race_summary(sweep)["finished"]

@@ -6,8 +6,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from experiments.models import Sweep, SweepStatus
-from runs.models import ResponseCache, Run, RunStatus
+from runs.models import ResponseCache, Run, RunStatus, Sweep, SweepStatus
 from runs.sweeps import SweepRequest, launch_sweep
 from tests import workers
 from tests.factories import make_endpoint, make_experiment

@@ -7,8 +7,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from experiments.models import Sweep
 from runs.management.commands.run_sweep import Command
+from runs.models import Sweep
 from tests.factories import make_endpoint, make_experiment, make_project
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,9 +7,8 @@ from collections import Counter
 import pytest
 from django.core.management import call_command
 
-from experiments.models import SweepStatus
-from runs.models import ResponseCache, Run, RunStatus
-from runs.sweeps import SweepRequest, launch_sweep, pause_sweep, resume_sweep
+from runs.models import ResponseCache, Run, RunStatus, SweepStatus
+from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep, wait_until
 
@@ -51,12 +50,12 @@ def test_pause_and_resume_through_redis(experiment, llm_stub, distributed):
     llm_stub.latency_ms = 80
     sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=2))
     wait_until(lambda: Run.objects.filter(sweep=sweep, status=RunStatus.COMPLETED).count() >= 2)
-    pause_sweep(sweep)
+    sweep.pause()
     wait_until(lambda: not Run.objects.filter(sweep=sweep, status=RunStatus.RUNNING).exists())
     calls = llm_stub.calls
     time.sleep(0.5)
     assert llm_stub.calls == calls
-    resume_sweep(sweep)
+    sweep.resume()
     sweep = wait_for_sweep(sweep)
     assert runs_by_status(sweep) == {RunStatus.COMPLETED: 12}
     assert llm_stub.calls == 36

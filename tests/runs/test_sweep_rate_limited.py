@@ -3,8 +3,7 @@ waited out and retried by the gateway's adaptive limit), none fails."""
 
 import pytest
 
-from experiments.models import SweepStatus
-from runs.models import RunStatus
+from runs.models import RunStatus, SweepStatus
 from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep

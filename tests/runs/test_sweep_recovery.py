@@ -11,9 +11,8 @@ import pytest
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
-from experiments.models import SweepStatus
 from runs import sweeps as sweep_jobs
-from runs.models import ResponseCache, Run, RunStatus
+from runs.models import ResponseCache, Run, RunStatus, SweepStatus
 from runs.queue import wait_for_in_process_jobs, worker_name
 from runs.sweeps import SweepRequest, launch_sweep, recover_sweeps
 from tests.factories import make_endpoint, make_experiment

@@ -2,11 +2,10 @@
 
 import pytest
 
-from experiments.models import SweepStatus
 from runs.events import event_bus
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, SweepStateError, SweepStatus
 from runs.queue import wait_for_in_process_jobs
-from runs.sweeps import SweepRequest, SweepRequestError, SweepStateError, launch_sweep
+from runs.sweeps import SweepRequest, SweepRequestError, launch_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.llm_stub import count_tokens
 from tests.runs.sweep_helpers import quality_responder, runs_by_status, wait_for_sweep
@@ -99,13 +98,12 @@ def slow_experiment(llm_stub, latency_ms=60):
 
 
 def test_pause_lets_calls_in_flight_finish_and_resume_pays_nothing_twice(experiment, llm_stub):
-    from runs.sweeps import pause_sweep, resume_sweep
     from tests.runs.sweep_helpers import wait_until
 
     llm_stub.latency_ms = 80
     sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=2))
     wait_until(lambda: Run.objects.filter(sweep=sweep, status=RunStatus.COMPLETED).count() >= 2)
-    pause_sweep(sweep)
+    sweep.pause()
     assert wait_for_in_process_jobs(30)
     counts = runs_by_status(sweep)
     assert RunStatus.RUNNING not in counts and counts.get(RunStatus.PENDING, 0) > 0
@@ -116,7 +114,7 @@ def test_pause_lets_calls_in_flight_finish_and_resume_pays_nothing_twice(experim
 
     time.sleep(0.3)
     assert llm_stub.calls == calls_at_pause  # nothing dispatched while paused
-    resume_sweep(sweep)
+    sweep.resume()
     sweep = wait_for_sweep(sweep)
     assert sweep.status == SweepStatus.COMPLETED
     assert runs_by_status(sweep) == {RunStatus.COMPLETED: 12}
@@ -126,13 +124,12 @@ def test_pause_lets_calls_in_flight_finish_and_resume_pays_nothing_twice(experim
 
 
 def test_stop_cancels_the_rest(experiment, llm_stub):
-    from runs.sweeps import stop_sweep
     from tests.runs.sweep_helpers import wait_until
 
     llm_stub.latency_ms = 80
     sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=2))
     wait_until(lambda: Run.objects.filter(sweep=sweep, status=RunStatus.COMPLETED).count() >= 2)
-    stop_sweep(sweep)
+    sweep.stop()
     sweep = wait_for_sweep(sweep)
     assert wait_for_in_process_jobs(30)
     assert sweep.status == SweepStatus.STOPPED
@@ -145,20 +142,18 @@ def test_stop_cancels_the_rest(experiment, llm_stub):
 
 
 def test_pause_and_stop_follow_the_state_rules(experiment, llm_stub):
-    from runs.sweeps import pause_sweep, resume_sweep, stop_sweep
-
     llm_stub.latency_ms = 50
     sweep = launch_sweep(experiment, SweepRequest(type="grid", max_concurrent=1))
     with pytest.raises(SweepStateError):
-        resume_sweep(sweep)  # not paused
-    pause_sweep(sweep)
+        sweep.resume()  # not paused
+    sweep.pause()
     with pytest.raises(SweepStateError):
-        pause_sweep(sweep)  # already paused
+        sweep.pause()  # already paused
     wait_for_in_process_jobs(30)
-    sweep = stop_sweep(sweep)  # a paused sweep stops at once
+    sweep.stop()  # a paused sweep stops at once
     assert sweep.status == SweepStatus.STOPPED
     with pytest.raises(SweepStateError):
-        resume_sweep(sweep)
+        sweep.resume()
     assert not Run.objects.filter(sweep=sweep, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists()
 
 

@@ -4,8 +4,7 @@ once and saying so, and nothing that does not need it."""
 import pytest
 from django.test import override_settings
 
-from experiments.models import SweepStatus
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, SweepStatus
 from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_experiment
 from tests.runs.sweep_helpers import runs_by_status, wait_for_sweep

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from experiments.models import Sweep, SweepStatus
+from runs.models import Sweep, SweepStatus
 from tests.api.helpers import scored_run, stage_result
 from tests.factories import make_endpoint, make_experiment
 

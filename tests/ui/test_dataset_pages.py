@@ -101,7 +101,7 @@ def test_a_row_can_be_deleted(client, experiment):
 
 
 def test_rows_cannot_change_while_a_sweep_runs_on_them(client, experiment):
-    from experiments.models import Sweep, SweepStatus
+    from runs.models import Sweep, SweepStatus
 
     Sweep.objects.create(experiment=experiment, status=SweepStatus.RUNNING, total_runs=1)
     item = experiment.items.first()

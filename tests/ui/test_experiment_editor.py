@@ -229,7 +229,7 @@ def test_parameter_values_are_read_and_written_the_same_way(key, text, values):
 
 
 def test_what_a_running_sweep_reads_cannot_change_under_it(client):
-    from experiments.models import Sweep, SweepStatus
+    from runs.models import Sweep, SweepStatus
     from tests.factories import make_experiment
 
     experiment = make_experiment()

@@ -6,9 +6,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from experiments.models import Sweep, SweepStatus
 from runs.aggregates import summarize
-from runs.models import Run, RunStatus, Score, StageResult
+from runs.models import Run, RunStatus, Score, StageResult, Sweep, SweepStatus
 from tests.factories import make_endpoint, make_experiment
 
 pytestmark = pytest.mark.django_db

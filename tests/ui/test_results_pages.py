@@ -6,9 +6,8 @@ import pytest
 import yaml
 from django.urls import reverse
 
-from experiments.models import Sweep, SweepStatus
 from runs.aggregates import summarize
-from runs.models import Run, RunStatus, Score, ScoreSource, StageResult
+from runs.models import Run, RunStatus, Score, ScoreSource, StageResult, Sweep, SweepStatus
 from tests.factories import make_endpoint, make_experiment
 
 pytestmark = pytest.mark.django_db
@@ -191,7 +190,7 @@ def test_the_report_is_rendered_as_html(client, sweep):
 
 
 def test_beyond_the_limit_runs_off_the_front_are_binned_and_the_front_stays_exact(client, sweep, monkeypatch):
-    monkeypatch.setattr("runs.views.CHART_POINTS", 1)
+    monkeypatch.setattr("runs.charts.CHART_POINTS", 1)
     content = client.get(reverse("ui:charts", args=[sweep.experiment_id])).content.decode()
     # Tokens: 0.0 and 0.2 are the front (0.2 is also the pick); by latency and by
     # cost (unpriced: all 0) 0.0 is the front and 0.2 the pick. Run 1.0, on no

@@ -4,8 +4,7 @@ import pytest
 from django.urls import reverse
 
 from endpoints.models import Endpoint
-from experiments.models import Sweep, SweepStatus
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, Sweep, SweepStatus
 from tests.factories import make_endpoint, make_experiment
 
 pytestmark = pytest.mark.django_db

@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from experiments.models import SweepStatus
-from runs.models import ResponseCache
+from runs.models import ResponseCache, SweepStatus
 from runs.queue import wait_for_in_process_jobs
 from runs.sweeps import SweepRequest, launch_sweep
 from tests.factories import make_endpoint, make_experiment, team_project

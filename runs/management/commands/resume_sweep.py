@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.models import Sweep
+from runs.models import Sweep, SweepStateError
 from runs.queue import distributed, wait_for_in_process_jobs
-from runs.sweeps import SweepStateError, resume_sweep
 
 
 class Command(BaseCommand):
@@ -22,7 +21,7 @@ class Command(BaseCommand):
         if sweep is None:
             raise CommandError(f"No sweep #{options['sweep_id']}.")
         try:
-            sweep = resume_sweep(sweep, recover=options["recover"])
+            sweep.resume(recover=options["recover"])
         except SweepStateError as exc:
             raise CommandError(str(exc)) from None
         left = sweep.remaining_runs

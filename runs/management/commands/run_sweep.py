@@ -6,10 +6,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from engine.sweep import SWEEPS
-from experiments.models import Experiment, Sweep
+from experiments.models import Experiment
 from runs import gate
+from runs.models import Sweep, SweepStateError
 from runs.queue import distributed, wait_for_in_process_jobs
-from runs.sweeps import SweepRequest, SweepRequestError, SweepStateError, launch_sweep, stop_sweep
+from runs.sweeps import SweepRequest, SweepRequestError, launch_sweep
 
 POLL_S = 0.5  # how often a waiting gate looks at the sweep (workers update it)
 ERROR, FAILED = 2, 1  # exit codes: could not run or judge; ran, and the gate does not hold
@@ -111,7 +112,7 @@ class Command(BaseCommand):
                 wait_for_in_process_jobs(timeout)
             while sweep.is_active:
                 if deadline is not None and time.monotonic() > deadline:
-                    stop_sweep(sweep)
+                    sweep.stop()
                     raise CommandError(f"Sweep #{sweep.pk} ran past --timeout; stopped.", returncode=ERROR)
                 time.sleep(POLL_S)
                 sweep.refresh_from_db()
@@ -121,7 +122,7 @@ class Command(BaseCommand):
         return sweep
 
     def interrupt(self, sweep: Sweep) -> None:
-        stop_sweep(sweep)
+        sweep.stop()
         raise CommandError(f"Interrupted; sweep #{sweep.pk} stopped.", returncode=ERROR)
 
     def report(self, verdict: gate.Verdict, experiment: Experiment, options: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """The best configuration as a file to deploy (JSON, .env or YAML); the report is
-in experiments/report.py."""
+in runs/report.py."""
 
 from __future__ import annotations
 
