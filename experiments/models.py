@@ -146,3 +146,14 @@ class Report(models.Model):
     @classmethod
     def forget(cls, experiment_id: int) -> None:
         cls.objects.filter(experiment_id=experiment_id).delete()
+
+    @classmethod
+    def keep(cls, experiment_id: int, markdown: str) -> None:
+        """Store a report just built, in one statement: the sweep's last worker and a
+        first reader may build it at once, and the later one simply replaces it."""
+        cls.objects.bulk_create(
+            [cls(experiment_id=experiment_id, markdown=markdown)],
+            update_conflicts=True,
+            unique_fields=["experiment"],
+            update_fields=["markdown", "built_at"],
+        )

@@ -45,7 +45,7 @@ def report_markdown(experiment: Experiment) -> str:
     if kept is not None:
         return kept
     markdown = build_report(experiment)
-    Report.objects.update_or_create(experiment=experiment, defaults={"markdown": markdown})
+    Report.keep(experiment.pk, markdown)
     return markdown
 
 

@@ -3,6 +3,7 @@
 import pytest
 from django.utils import timezone
 
+from experiments.models import Report
 from runs.aggregates import summarize
 from runs.models import Run, Score, Sweep
 from tests.api.helpers import scored_run, stage_result
@@ -90,3 +91,11 @@ def test_the_report_shows_each_judge_its_unrated_outputs_spread_and_agreement(ap
     )
     # The endpoint's default model answers the stage and judges it too.
     assert "- Warning: llama3.2 judges outputs it wrote itself (stage 'answer')" in section
+
+
+def test_a_report_built_again_replaces_the_kept_one(api, experiment):
+    first = api.get(f"/api/experiments/{experiment.pk}/report/", HTTP_ACCEPT="text/markdown")
+    Report.keep(experiment.pk, "# An older build")  # e.g. a sweep's last worker finishing meanwhile
+    assert Report.objects.filter(experiment=experiment).count() == 1
+    kept = api.get(f"/api/experiments/{experiment.pk}/report/", HTTP_ACCEPT="text/markdown")
+    assert kept.content.decode() == "# An older build" != first.content.decode()
