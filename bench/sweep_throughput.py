@@ -189,7 +189,19 @@ def profiled(workers: list[subprocess.Popen], sweep: str):
         return
     pid = workers[0].pid if workers else os.getpid()
     spy = Path(sys.executable).parent / "py-spy"
-    cmd = [str(spy), "record", "--gil", "-r", "500", "-f", "raw", "-o", path, "--pid", str(pid)]
+    cmd = [
+        str(spy),
+        "record",
+        *os.environ.get("BENCH_PROFILE_FLAGS", "--gil").split(),
+        "-r",
+        "500",
+        "-f",
+        "raw",
+        "-o",
+        path,
+        "--pid",
+        str(pid),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)  # py-spy attaches
     try:

@@ -284,7 +284,11 @@ def _from_string(env: BoundedEnvironment, source: str) -> Template:
     # Compiling folds constant expressions (`{{ 'x'|center(10**8) }}`): bounded too. What
     # goes over a limit then is left to run time, where the render fails with the limit.
     with _bounded(LIMITS):
-        return env.from_string(source)
+        template = env.from_string(source)
+    # A plain dict instead of Jinja's ChainMap over the environment's globals (which
+    # never change here): every render copies them, and a ChainMap is slow to walk.
+    template.globals = dict(template.globals)
+    return template
 
 
 def check_limits(source: str, variables: dict[str, Any] | None = None) -> None:

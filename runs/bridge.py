@@ -13,7 +13,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
-from django.db import connections, models, transaction
+from django.db import connections, transaction
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
@@ -244,16 +244,25 @@ def score_row(run_id: int, row: ScoreRecord) -> Score:
     )
 
 
-def save_rows(batches: list[list[models.Model]]) -> None:
-    """INSERT the rows of several writes (stage results and scores of several
-    runs, see WriteBatches) with one bulk_create per model."""
-    by_model: dict[type[models.Model], list[models.Model]] = {}
-    for rows in batches:
+Rows = tuple[int, "list[StageOutcome] | list[ScoreRecord]"]  # one run's results, as the runner hands them
+
+
+def save_rows(batches: list[Rows]) -> None:
+    """INSERT the results of several writes (stage results and scores of several
+    runs, see WriteBatches) with one bulk_create per model. The rows become model
+    instances here, in the writing thread, not in the event loop's."""
+    stages: list[StageResult] = []
+    scores: list[Score] = []
+    for run_id, rows in batches:
         for row in rows:
-            by_model.setdefault(type(row), []).append(row)
+            if isinstance(row, StageOutcome):
+                stages.append(stage_result_row(run_id, row))
+            else:
+                scores.append(score_row(run_id, row))
     with transaction.atomic():
-        for model, rows in by_model.items():
-            model.objects.bulk_create(rows, batch_size=INSERT_CHUNK)
+        for model, objects in ((StageResult, stages), (Score, scores)):
+            if objects:
+                model.objects.bulk_create(objects, batch_size=INSERT_CHUNK)
 
 
 class OrmResultSink:
@@ -290,42 +299,43 @@ class OrmResultSink:
         )
 
     async def save_stage_results(self, rows: list[StageOutcome]) -> None:
-        await self._save([stage_result_row(self.run_id, r) for r in rows])
+        await self._save(rows)
         if self.tally is not None:
             self.tally.add_stage_results(rows)
 
     async def save_scores(self, rows: list[ScoreRecord]) -> None:
-        await self._save([score_row(self.run_id, r) for r in rows])
+        await self._save(rows)
         if self.tally is not None:
             self.tally.add_scores(rows)
 
-    async def _save(self, rows: list[models.Model]) -> None:
+    async def _save(self, rows: list[StageOutcome] | list[ScoreRecord]) -> None:
         if self.batches is not None:
-            await self.batches.write(rows)
+            await self.batches.write((self.run_id, rows))
         else:
-            await self.db.write(save_rows, [rows])
+            await self.db.write(save_rows, [(self.run_id, rows)])
 
     async def run_finished(self, outcome: RunOutcome) -> None:
-        summary = self.tally.summary() if self.tally is not None else None
+        # The tally is complete now; its summary (a bootstrap) is taken in the writing thread.
         if self.outcomes is not None:
-            await self.outcomes.write((self.run_id, outcome, summary))
+            await self.outcomes.write((self.run_id, outcome, self.tally))
         else:
-            await self.db.write(save_outcome, self.run_id, outcome, summary)
+            await self.db.write(save_outcomes, [(self.run_id, outcome, self.tally)])
 
 
-def save_outcome(run_id: int, outcome: RunOutcome, summary: dict[str, Any] | None = None) -> None:
-    save_outcomes([(run_id, outcome, summary)])
+def save_outcome(run_id: int, outcome: RunOutcome) -> None:
+    save_outcomes([(run_id, outcome, None)])
 
 
-Finished = tuple[int, RunOutcome, "dict[str, Any] | None"]  # a run, its outcome, its RunTally summary
+Finished = tuple[int, RunOutcome, "RunTally | None"]  # a run, its outcome, the tally of its rows
 
 
 def save_outcomes(finished: list[Finished]) -> None:
     """Store finished runs with their aggregates (read back from their rows where
-    no summary is given), one UPDATE each, and move their latest-run marks."""
+    no tally was kept), one UPDATE each, and move their latest-run marks."""
     now = timezone.now()
     fields = {run_id: outcome_fields(outcome, now) for run_id, outcome, _ in finished}
-    summarize_many({run_id: summary for run_id, _, summary in finished}, fields)
+    summaries = {run_id: tally.summary() if tally else None for run_id, _, tally in finished}
+    summarize_many(summaries, fields)
 
 
 def outcome_fields(outcome: RunOutcome, now: Any) -> dict[str, Any]:

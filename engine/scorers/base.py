@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -182,7 +183,7 @@ def parse_options(scorer_type: str, options_cls: type[OptionsT], config: dict[st
     if not isinstance(config, dict):
         raise ScorerError(f"{who}: config must be an object, got {type(config).__name__}", True)
     fields = {f.name: f for f in dataclasses.fields(options_cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(options_cls)
+    hints = _type_hints(options_cls)
     allowed = ", ".join(fields) or "(none)"
     for key, value in config.items():
         if key not in fields:
@@ -198,6 +199,12 @@ def parse_options(scorer_type: str, options_cls: type[OptionsT], config: dict[st
             raise ScorerError(f"{who}: option '{key}' is required ({describe_type(hints[key])})", True)
     # A copy, so later edits to the caller's dict or lists cannot change a built scorer.
     return options_cls(**copy.deepcopy(config))
+
+
+@functools.cache
+def _type_hints(options_cls: type) -> dict[str, Any]:
+    # Every run builds its scorers: resolving the annotations each time cost more than scoring.
+    return typing.get_type_hints(options_cls)
 
 
 def _is_required(field: dataclasses.Field) -> bool:
