@@ -162,7 +162,12 @@ def summarize_many(runs: dict[int, dict[str, Any] | None], fields: dict[int, dic
     """`summarize` for many runs in one transaction; `fields` (by run) are stored
     with their aggregates, in the same UPDATE."""
     # Only what the writes need: a run's JSON columns (its experiment's too) are many and large.
-    rows = list(Run.objects.filter(pk__in=runs).values_list("id", "sweep_id", "experiment_id", "config_hash"))
+    # In id order, as every transaction that changes several runs takes them.
+    rows = list(
+        Run.objects.filter(pk__in=runs)
+        .order_by("id")
+        .values_list("id", "sweep_id", "experiment_id", "config_hash")
+    )
     with transaction.atomic():
         # The sweeps first, as a racing round's close takes its sweep (then the runs):
         # the deferred foreign-key checks of this transaction lock the sweep at

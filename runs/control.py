@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -165,7 +166,20 @@ class SweepRuns:
         await self.db.control(self._heartbeat)
 
     def _heartbeat(self) -> None:
-        Run.objects.filter(worker=self.token, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
+        heartbeat(self.token)
+
+
+def heartbeat(token: str) -> int:
+    """Mark the runs `token` holds as alive; how many it marked."""
+    held = Run.objects.filter(worker=token, status=RunStatus.RUNNING)
+    if not connection.features.has_select_for_update_skip_locked:  # SQLite: one writer at a time
+        return held.update(heartbeat_at=timezone.now())
+    with transaction.atomic():
+        # Skip the runs being finished right now: their outcome's transaction has them
+        # locked, and a heartbeat waiting for it while holding other runs it touched
+        # first deadlocked against it (PostgreSQL then waits a second to tell).
+        ids = list(held.select_for_update(skip_locked=True).values_list("id", flat=True))
+        return Run.objects.filter(id__in=ids).update(heartbeat_at=timezone.now())
 
 
 def describe(exc: Exception) -> str:
