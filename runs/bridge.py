@@ -382,6 +382,7 @@ class WriteBatches:
                 except Exception as exc:
                     for _, done in batch:
                         done.set_exception(exc)
+                        done.exception()  # retrieved: a cancelled run's write has nobody awaiting it
                 else:
                     for _, done in batch:
                         done.set_result(None)
