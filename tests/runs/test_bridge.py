@@ -3,6 +3,7 @@ SQLite in the first pass, PostgreSQL in the second."""
 
 import asyncio
 import datetime as dt
+import threading
 
 import pytest
 from django.utils import timezone
@@ -105,3 +106,37 @@ def test_a_lookup_of_more_hashes_than_one_query_takes(monkeypatch):
 
     found = asyncio.run(in_threads(store))
     assert {key: r.text for key, r in found.items()} == {key: r.text for key, r in entries}
+
+
+def test_writes_handed_over_while_one_is_under_way_go_together():
+    written: list[list[int]] = []
+    started = threading.Event()
+
+    def write_many(entries: list[int]) -> None:
+        written.append(entries)
+        if entries == [0]:
+            started.wait(5)  # the first write is slow: the others gather meanwhile
+
+    async def hand_over(db):
+        batches = bridge.WriteBatches(db, write_many)
+        first = asyncio.create_task(batches.write(0))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(batches.write(n)) for n in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        started.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(in_threads(hand_over))
+    assert written == [[0], [1, 2, 3]]
+
+
+def test_a_failed_write_fails_each_of_its_writers():
+    def write_many(entries: list[int]) -> None:
+        raise RuntimeError("the database went away")
+
+    async def hand_over(db):
+        batches = bridge.WriteBatches(db, write_many)
+        return await asyncio.gather(*(batches.write(n) for n in range(3)), return_exceptions=True)
+
+    failures = asyncio.run(in_threads(hand_over))
+    assert [str(f) for f in failures] == ["the database went away"] * 3
