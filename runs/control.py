@@ -205,30 +205,33 @@ def release_runs(run_ids: list[Any], cancel: bool) -> None:
 
 
 def recover_stale_runs(sweep_id: int) -> int:
-    """Hand back runs whose worker died: no heartbeat for SWEEP_STALE_AFTER_S, or,
-    in single-machine mode, held by a process of this machine that is gone."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
+    """Hand back the sweep's runs whose worker died (see ownerless)."""
     running = Run.objects.filter(sweep_id=sweep_id, status=RunStatus.RUNNING)
-    dead = (
-        []
-        if settings.REDIS_URL
-        else [w for w in running.values_list("worker", flat=True).distinct() if owner_is_dead(w)]
-    )
-    stale = running.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True) | Q(worker__in=dead))
-    return stale.update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
+    return running.filter(ownerless(running)).update(status=RunStatus.PENDING, worker="", heartbeat_at=None)
 
 
 def recover_ad_hoc_runs() -> int:
-    """Single-machine mode: ad-hoc runs (no sweep) whose process died are failed, with why."""
-    if settings.REDIS_URL:
-        return 0
+    """Ad-hoc runs (no sweep) whose worker died are failed, with why (nothing
+    would run them again: an ad-hoc run is a single job)."""
     running = Run.objects.filter(sweep__isnull=True, status=RunStatus.RUNNING)
-    dead = [w for w in running.values_list("worker", flat=True).distinct() if owner_is_dead(w)]
-    return running.filter(worker__in=dead).update(
+    return running.filter(ownerless(running)).update(
         status=RunStatus.FAILED,
         error="The process running it stopped before it finished; run it again.",
         finished_at=timezone.now(),
     )
+
+
+def ownerless(running: Any) -> Q:
+    """Which of the `running` runs have lost their worker: no heartbeat for
+    SWEEP_STALE_AFTER_S, or, in single-machine mode, held by a process of this
+    machine that is gone (found at once, without waiting for the heartbeat to age)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
+    gone = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    if not settings.REDIS_URL:
+        gone |= Q(
+            worker__in=[w for w in running.values_list("worker", flat=True).distinct() if owner_is_dead(w)]
+        )
+    return gone
 
 
 def owner_is_dead(worker: str) -> bool:

@@ -16,7 +16,7 @@ from engine.cache import ResponseCache
 from engine.gateway import Gateway
 from engine.runner import RunOutcome, run_single
 from runs import bridge
-from runs.control import describe
+from runs.control import describe, heartbeat
 from runs.events import flush_publisher, loop_event_bus
 from runs.models import Run, RunStatus
 from runs.queue import worker_name
@@ -26,7 +26,10 @@ def claim_run(run_id: int) -> bool:
     """Take a pending run; False if another worker already took it."""
     return bool(
         Run.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
-            status=RunStatus.RUNNING, started_at=timezone.now(), worker=worker_name()
+            status=RunStatus.RUNNING,
+            started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            worker=worker_name(),
         )
     )
 
@@ -59,4 +62,17 @@ async def evaluate(spec, project_id: int, max_concurrent: int) -> RunOutcome:
         cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
         async with Gateway(cache, max_concurrent=max_concurrent) as gateway:
             sink = bridge.OrmResultSink(spec.run_id, db, worker=worker_name())
-            return await run_single(spec, gateway, sink, events=loop_event_bus())
+            beating = asyncio.create_task(keep_alive(db, worker_name()))
+            try:
+                return await run_single(spec, gateway, sink, events=loop_event_bus())
+            finally:
+                beating.cancel()
+
+
+async def keep_alive(db: bridge.DatabaseThreads, worker: str) -> None:
+    """Heartbeats while an ad-hoc run goes on, as a sweep's worker sends them: a run
+    whose heartbeat ages is failed by the recovery (its worker died)."""
+    every = max(0.5, settings.SWEEP_STALE_AFTER_S / 4)
+    while True:
+        await asyncio.sleep(every)
+        await db.control(heartbeat, worker)

@@ -5,10 +5,12 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 
 import httpx
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from runs import sweeps as sweep_jobs
@@ -152,3 +154,25 @@ def test_a_sweep_in_which_every_run_failed_ends_failed(experiment, llm_stub):
     assert sweep.status == SweepStatus.FAILED
     assert sweep.failed_runs == 12 and sweep.completed_runs == 0
     assert sweep.error.startswith("Every run failed. The first error: Stage 'answer'")
+
+
+def test_an_ad_hoc_run_whose_worker_stopped_beating_fails_with_why(experiment, settings):
+    """On any machine: a worker elsewhere that died leaves only an ageing heartbeat."""
+    settings.SWEEP_STALE_AFTER_S = 60
+    now = timezone.now()
+    silent, alive = (
+        Run.objects.create(
+            experiment=experiment,
+            config={"temperature": t},
+            config_hash=str(t),
+            status=RunStatus.RUNNING,
+            worker="another-machine:42",
+            heartbeat_at=beat,
+        )
+        for t, beat in ((0.1, now - timedelta(minutes=5)), (0.2, now))
+    )
+    recover_sweeps()
+    silent.refresh_from_db()
+    alive.refresh_from_db()
+    assert silent.status == RunStatus.FAILED and "stopped before it finished" in silent.error
+    assert alive.status == RunStatus.RUNNING
