@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass, replace
 
-from engine.types import AdapterError, RateLimited
+from engine.types import AdapterError, EndpointConfig, RateLimited
 
 # Multiplicative decrease on a rate-limited answer (TCP's 0.5).
 DECREASE = 0.5
@@ -169,3 +170,26 @@ class AdaptiveLimit:
             )
             return refused.exhausted(refusals, why, hint)
         return None
+
+
+# -- a sweep's workers ----------------------------------------------------------------
+@dataclass
+class Shares:
+    workers: int  # orchestrators for the sweep
+    endpoints: dict[str, EndpointConfig]  # by name, each with one worker's share of its limit
+
+
+def concurrency_shares(endpoints: dict[str, EndpointConfig], used: set[str], workers: int) -> Shares:
+    """The one rule for splitting endpoint limits between a sweep's workers: no more
+    workers than the smallest positive max_concurrency among the endpoints the sweep
+    `used`, and each worker gets limit // workers of every endpoint (at least 1), so
+    together they never exceed a used endpoint's limit. 0 means no limit of its own."""
+    limits = [endpoints[name].max_concurrency for name in used if name in endpoints]
+    workers = max(1, min([workers, *(limit for limit in limits if limit > 0)]))
+    shared = {
+        name: endpoint
+        if endpoint.max_concurrency <= 0 or workers == 1
+        else replace(endpoint, max_concurrency=max(1, endpoint.max_concurrency // workers))
+        for name, endpoint in endpoints.items()
+    }
+    return Shares(workers, shared)

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from endpoints.models import Endpoint
 from engine.cache import CachedResponse, CacheStats, StoreStats
+from engine.concurrency import concurrency_shares
 from engine.runner import RunOutcome, RunSpec, ScoreRecord, StageOutcome
 from engine.types import EndpointConfig, Item, ScorerSpec, Stage
 from experiments.models import Experiment
@@ -124,12 +125,12 @@ class EndpointKeys:
     the endpoints a run uses, once each: an endpoint whose secrets no longer decrypt
     (SECRET_KEY changed) fails the runs that need it, and no other run."""
 
-    def __init__(self, project_id: int, plain: dict[str, EndpointConfig] | None = None):
+    def __init__(self, project_id: int, workers: int = 1):
         endpoints = Endpoint.objects.filter(project_id=project_id).select_related("project")
         self.rows = {e.name: e for e in endpoints}
-        self.plain = (
-            plain if plain is not None else {n: e.engine_config(with_key=False) for n, e in self.rows.items()}
-        )
+        plain = {name: e.engine_config(with_key=False) for name, e in self.rows.items()}
+        # A sweep's workers (chosen at launch within every used endpoint's limit) split the limits.
+        self.plain = concurrency_shares(plain, set(), workers).endpoints
         self.keyed: dict[str, EndpointConfig] = {}
 
     def for_run(self, experiment: Experiment, config: dict[str, Any]) -> dict[str, EndpointConfig]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from django.utils import timezone
 
 from endpoints.crypto import DecryptionError
 from engine.runner import ITEM_CONCURRENCY, ResultSink, RunOutcome, RunSpec
-from engine.types import EndpointConfig, EngineError, Item
+from engine.types import EngineError, Item
 from experiments.models import Experiment
 from runs import bridge
 from runs.aggregates import RunTally, scorer_weights
@@ -251,29 +250,7 @@ def owner_is_dead(worker: str) -> bool:
     return False
 
 
-# -- concurrency shares ---------------------------------------------------------------
-@dataclass
-class Shares:
-    workers: int  # orchestrators for the sweep
-    endpoints: dict[str, EndpointConfig]  # by name, each with one worker's share of its limit
-
-
-def concurrency_shares(endpoints: dict[str, EndpointConfig], used: set[str], workers: int) -> Shares:
-    """The one rule for splitting endpoint limits between a sweep's workers: no more
-    workers than the smallest positive max_concurrency among the endpoints the sweep
-    `used`, and each worker gets limit // workers of every endpoint (at least 1), so
-    together they never exceed a used endpoint's limit. 0 means no limit of its own."""
-    limits = [endpoints[name].max_concurrency for name in used if name in endpoints]
-    workers = max(1, min([workers, *(limit for limit in limits if limit > 0)]))
-    shared = {
-        name: endpoint
-        if endpoint.max_concurrency <= 0 or workers == 1
-        else replace(endpoint, max_concurrency=max(1, endpoint.max_concurrency // workers))
-        for name, endpoint in endpoints.items()
-    }
-    return Shares(workers, shared)
-
-
+# -- the endpoints a sweep calls -------------------------------------------------------
 def sweep_endpoints(experiment: Experiment, space: dict[str, Any]) -> set[str]:
     """Every endpoint a sweep over `space` may call: the experiment's and its judges'
     (bridge.endpoints_used), a stage's own `endpoint` parameter, and any the space

@@ -18,6 +18,7 @@ from django.db import connections, transaction
 from engine import params as llm_params
 from engine import sweep as sweeps
 from engine.cache import ResponseCache
+from engine.concurrency import concurrency_shares
 from engine.events import EventType
 from engine.gateway import Gateway
 from engine.orchestrator import Orchestrator, SweepReport, runs_in_flight_for
@@ -27,7 +28,6 @@ from experiments.models import Experiment
 from runs import bridge, racing
 from runs.control import (
     SweepRuns,
-    concurrency_shares,
     describe,
     fail_held_runs,
     recover_ad_hoc_runs,
@@ -246,7 +246,7 @@ async def orchestrate(sweep: Sweep) -> SweepReport:
     async with bridge.DatabaseThreads() as db:
         items = await db.read(bridge.items_of, sweep.experiment)
         project_id = sweep.experiment.project_id
-        keys = await db.read(worker_keys, project_id, workers)
+        keys = await db.read(bridge.EndpointKeys, project_id, workers)
         runs_class = racing.RaceRuns if sweep.type == SweepType.RACING else SweepRuns
         source = runs_class(sweep, db, keys, items, repeats, per_run)
         cache = ResponseCache(bridge.OrmCacheStore(db, project_id))
@@ -274,12 +274,6 @@ def item_concurrency(per_worker: int, runs_per_worker: int) -> int:
     runs_needed = math.ceil(per_worker / ITEM_CONCURRENCY)
     runs = max(1, min(runs_per_worker, runs_needed))
     return max(ITEM_CONCURRENCY, math.ceil(per_worker / runs))
-
-
-def worker_keys(project_id: int, workers: int) -> bridge.EndpointKeys:
-    # `workers` was chosen at launch within the used endpoints' limits: split them all.
-    plain = concurrency_shares(bridge.all_endpoints(project_id, with_keys=False), set(), workers).endpoints
-    return bridge.EndpointKeys(project_id, plain)
 
 
 def next_round(sweep: Sweep) -> bool:

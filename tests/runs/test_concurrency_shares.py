@@ -4,9 +4,11 @@ never call an endpoint more often at once than its max_concurrency."""
 
 import pytest
 
+from engine.concurrency import concurrency_shares
 from engine.types import EndpointConfig
-from runs.control import concurrency_shares, sweep_endpoints
-from runs.sweeps import worker_count, worker_keys
+from runs.bridge import EndpointKeys
+from runs.control import sweep_endpoints
+from runs.sweeps import worker_count
 from tests.factories import make_endpoint, make_experiment
 
 
@@ -68,6 +70,6 @@ def test_a_linked_bundle_naming_an_endpoint_counts(experiment, settings):
 def test_together_the_workers_stay_within_every_used_limit(experiment, settings):
     settings.SWEEP_WORKERS = 4
     workers = worker_count(experiment, experiment.parameter_space)
-    plain = worker_keys(experiment.project_id, workers).plain
+    plain = EndpointKeys(experiment.project_id, workers).plain
     for name, limit in {"default": 8, "small": 2, "judge": 3}.items():
         assert 1 <= plain[name].max_concurrency and plain[name].max_concurrency * workers <= limit
