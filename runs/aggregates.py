@@ -87,6 +87,19 @@ def summary(run: Run) -> dict[str, Any]:
     return {**stored_summary(items, scorer_means(run.pk), own_input), **call_summary(run.pk)}
 
 
+SUMMARY_FIELDS = (
+    "own_input",
+    "ci_low",
+    "ci_high",
+    "n_items",
+    "item_scores",
+    "scorer_means",
+    "cached_tokens",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)  # what summary() and RunTally.summary() give
+
+
 def stored_summary(items: dict[Any, float], scorer_means: dict[str, float | None], own_input: bool) -> dict:
     """The aggregates as stored, from a run's item scores and scorer means."""
     low, high = bootstrap.interval(items)
@@ -176,12 +189,16 @@ def summarize_many(runs: dict[int, dict[str, Any] | None], fields: dict[int, dic
         if sweeps:
             list(Sweep.objects.select_for_update(no_key=True).filter(pk__in=sweeps).values_list("pk"))
         by_experiment: dict[int, set[str]] = defaultdict(set)
+        updated = []
         for run_id, _, experiment_id, config_hash in rows:
             aggregates = runs[run_id]
             if aggregates is None:
                 aggregates = summary(Run.objects.select_related("experiment").get(pk=run_id))
-            Run.objects.filter(pk=run_id).update(**aggregates, **(fields or {}).get(run_id, {}))
+            updated.append(Run(pk=run_id, **aggregates, **(fields or {}).get(run_id, {})))
             by_experiment[experiment_id].add(config_hash)
+        if updated:  # every run gets the same columns: one UPDATE for the batch
+            names = [*SUMMARY_FIELDS, *next(iter((fields or {}).values()), {})]
+            Run.objects.bulk_update(updated, names)
         for experiment_id, hashes in by_experiment.items():
             refresh_latest_many(experiment_id, hashes)
             Report.forget(experiment_id)
