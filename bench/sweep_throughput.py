@@ -12,8 +12,10 @@ with one RQ worker process, and two RQ workers sharing the sweep as on two
 machines (PostgreSQL + Redis; SWEEP_WORKERS set to match). The ideal is
 calls x latency / concurrency. Each is run twice: cold, then again with every
 call answered from the cache. It prints wall time against the ideal, calls per
-second (what promptfoo prints as its duration, turned into a rate), engine CPU
-per call, the cached re-run's speed-up and peak memory, then the targets:
+second (what promptfoo prints as its duration, turned into a rate), CPU per
+call and peak memory of the processes that ran the sweep (single machine: this
+whole process, API client included; distributed: the RQ workers), the cached
+re-run's speed-up, then the targets:
 single machine <= 1.15x ideal, two workers <= 1.3x, cached re-run >= 10x faster.
 Each scenario runs in a fresh process, so its peak memory is its own.
 """
@@ -159,6 +161,7 @@ def scenario(mode: str, latency_ms: float, configs: int, rows: int) -> dict:
             worker.terminate()
             worker.wait(10)
         stub.terminate()
+    check_sweeps(cold, cached)
     calls = cold["calls"]
     return {
         "mode": mode,
@@ -176,6 +179,16 @@ def scenario(mode: str, latency_ms: float, configs: int, rows: int) -> dict:
         "peak_mib": peak_kb / 1024,
         "status": cold["status"],
     }
+
+
+def check_sweeps(cold: dict, cached: dict) -> None:
+    """A sweep that ended early, or called the stub more or less than planned,
+    would look fast: such a scenario is an error, not a figure."""
+    for name, sweep, stub_calls in (("cold", cold, cold["calls"]), ("cached", cached, 0)):
+        if sweep["status"] != "completed":
+            raise SystemExit(f"the {name} sweep ended {sweep['status']}")
+        if sweep["stub_calls"] != stub_calls:
+            raise SystemExit(f"the {name} sweep made {sweep['stub_calls']} calls, not {stub_calls}")
 
 
 @contextlib.contextmanager
@@ -370,9 +383,10 @@ def wait_for_workers(count: int, timeout: float = 60.0) -> None:
 
     connection = redis.Redis.from_url(REDIS_URL)
     deadline = time.monotonic() + timeout
-    while Worker.count(connection=connection) < count:
+    # Idle, not merely registered: a registered worker may still be setting up.
+    while (idle := sum(w.get_state() == "idle" for w in Worker.all(connection=connection))) < count:
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {Worker.count(connection=connection)} of {count} RQ workers started")
+            raise SystemExit(f"only {idle} of {count} RQ workers are waiting for jobs")
         time.sleep(0.1)
 
 
