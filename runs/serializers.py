@@ -9,7 +9,8 @@ from engine.runner import RunFailure
 from experiments.models import DatasetItem, Experiment
 from experiments.serializers import JSONValueField, ParameterSpaceField
 from experiments.validation import extra_params_for, validate_parameter_space
-from projects.access import visible
+from projects.access import check_role, visible
+from projects.models import Role
 from runs.export import resolved_stages
 from runs.models import Run, RunStatus, Score, StageResult, Sweep, SweepStatus, SweepType
 from runs.racing import race_summary
@@ -305,6 +306,12 @@ class RunCreateSerializer(serializers.Serializer):
         super().__init__(*args, **kwargs)
         user = getattr(self.context.get("request"), "user", None)
         self.fields["experiment"].queryset = visible(Experiment.objects.select_related("endpoint"), user)
+
+    def validate_experiment(self, value: Experiment) -> Experiment:
+        # The role where the experiment is resolved: the viewset's early check only
+        # sees what looks like an id, and "5.0" resolves to experiment 5 here.
+        check_role(value.member_role, Role.EDITOR)
+        return value
 
     def validate_config(self, value: Any) -> dict:
         if not isinstance(value, dict):

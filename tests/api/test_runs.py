@@ -1,11 +1,13 @@
 """/api/runs/: filters, ordering, details, ad-hoc runs and human ratings."""
 
 import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
 
 from runs.models import Run, RunStatus, Score, ScoreSource
 from runs.queue import wait_for_in_process_jobs
 from tests.api.helpers import scored_run, stage_result
-from tests.factories import make_endpoint, make_experiment
+from tests.factories import make_endpoint, make_experiment, make_project
 
 
 @pytest.fixture
@@ -211,3 +213,14 @@ def test_a_run_still_running_cannot_be_rated(api, experiment):
     run = scored_run(experiment, {}, {}, status=RunStatus.RUNNING)
     assert api.post(f"/api/runs/{run.pk}/score/", {"rating": 5}, format="json").status_code == 409
     assert not Score.objects.exists()
+
+
+@pytest.mark.parametrize("spelling", [float, lambda pk: f" {pk}", int])
+def test_a_viewer_cannot_start_an_ad_hoc_run_however_the_id_is_spelled(experiment, spelling):
+    make_project(victor="viewer")
+    client = APIClient()
+    client.force_authenticate(User.objects.get(username="victor"))
+    body = {"experiment": spelling(experiment.pk), "config": {}}
+    response = client.post("/api/runs/", body, format="json")
+    assert response.status_code == 403, response.content
+    assert not Run.objects.filter(experiment=experiment, sweep__isnull=True).exists()
