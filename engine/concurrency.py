@@ -81,7 +81,7 @@ class AdaptiveLimit:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # granted as we were cancelled: hand it on
-            else:
+            elif future in self._waiters:  # a release may already have dropped it
                 self._waiters.remove(future)
             raise
 
@@ -116,7 +116,9 @@ class AdaptiveLimit:
             self.epoch += 1
             self.cuts += 1
             self._streak = 0
-        self._refusals_in_a_row += 1
+            # Per overload, like the cut: 32 calls refused at once are one overload,
+            # and counting each would stretch the pause to its maximum at once.
+            self._refusals_in_a_row += 1
         if retry_after is None:
             delay = min(self.backoff_base_s * 2 ** min(self._refusals_in_a_row - 1, 16), MAX_BACKOFF_S)
         else:

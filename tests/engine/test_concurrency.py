@@ -131,6 +131,27 @@ async def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_waiter_cancelled_as_a_slot_frees_raises_only_its_cancellation() -> None:
+    limit = AdaptiveLimit(1)
+    await limit.acquire()
+    waiting = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()  # its future is cancelled now, the task learns it on its next step...
+    limit.release()  # ...after this release has dropped that future from the queue
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert limit.in_flight == 0
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_refusals_without_retry_after_pauses_as_one_overload() -> None:
+    limit = AdaptiveLimit(32, backoff_base_s=0.5)
+    epochs = await fill(limit, 32)
+    pauses = [limit.rate_limited(epoch, retry_after=None) for epoch in epochs]
+    assert max(pauses) == 0.5  # not 0.5 * 2**31, capped at the maximum
+
+
+@pytest.mark.asyncio
 async def test_a_call_gives_up_only_once_the_endpoint_answered_nothing_else_for_the_patience() -> None:
     limit = AdaptiveLimit(4, patience_s=0.2)
     assert limit.give_up(refusal(), 1) is None
@@ -142,7 +163,8 @@ async def test_a_call_gives_up_only_once_the_endpoint_answered_nothing_else_for_
     assert error is not None and not isinstance(error, RateLimited)
     message = str(error)
     assert message.startswith("Endpoint 'alice-vllm' (http://gpu:8000/v1): HTTP 429: slow down")
-    assert re.search(r"every call was refused for 0\.[23] s, with concurrency cut to 4 of 4", message)
+    stalled = re.search(r"every call was refused for ([\d.]+) s, with concurrency cut to 4 of 4", message)
+    assert stalled and float(stalled[1]) >= 0.2  # however late the loop woke up
     assert "[3 attempts]" in message
     assert "rate limits" in message and "concurrency" in message
     assert error.status == 429 and not error.permanent
