@@ -130,6 +130,21 @@ def _check_numbers(args: Iterable[Any]) -> None:
             _check_size(abs(arg))
 
 
+def _check_growth(method: str, text: str, args: tuple) -> tuple:
+    """`sep.join(items)` and `text.replace(old, new)` multiply what they are given
+    (a 4,000-character separator between 4,000 items): their result's size, checked
+    before they build it. The items come back as a list, counted once."""
+    if method == "join" and args and not isinstance(args[0], str):
+        items = list(args[0]) if not isinstance(args[0], (list, tuple)) else args[0]
+        _check_size(len(text) * max(0, len(items) - 1) + sum(len(str(item)) for item in items))
+        return (items, *args[1:])
+    if method == "replace" and len(args) >= 2 and isinstance(args[0], str):
+        old, new = args[0], str(args[1])
+        found = len(text) + 1 if old == "" else text.count(old)
+        _check_size(len(text) + found * max(0, len(new) - len(old)))
+    return args
+
+
 def _check_format(spec: str) -> None:
     """A format string whose widths or precisions ask for a huge string (`%099999999d`)."""
     for digits in _DIGITS.findall(spec):
@@ -202,6 +217,7 @@ class BoundedEnvironment(SandboxedEnvironment):
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         if isinstance(getattr(method, "__self__", None), str):  # '{:>99999999}'.format(x)
             _check_format(method.__self__)
+            args = _check_growth(method.__name__, method.__self__, args)
         return SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
 
     @staticmethod
@@ -220,6 +236,11 @@ def _bounded_filter(f: Any) -> Any:
         _check_numbers([*args[first:], *kwargs.values()])
         if f.__name__ == "do_format" and len(args) >= first and isinstance(args[first - 1], str):
             _check_format(args[first - 1])
+        if f.__name__ == "do_join" and len(args) > first:  # value|join(separator)
+            sequence = _check_growth("join", str(args[first]), (args[first - 1],))[0]
+            args = (*args[: first - 1], sequence, *args[first:])
+        elif f.__name__ == "do_replace" and len(args) >= first + 2 and isinstance(args[first - 1], str):
+            _check_growth("replace", args[first - 1], args[first:])
         return f(*args, **kwargs)
 
     return bounded

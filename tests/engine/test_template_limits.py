@@ -41,6 +41,10 @@ def test_the_issue_s_loops_stop_at_the_default_limits_within_a_second():
         "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
         "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
         "{% set x %}{% for i in range(900) %}" + "y" * 1000 + "{% endfor %}{% endset %}",
+        "{{ ([''] * 4000) | join('a' * 4000) }}",
+        "{{ ('a' * 5000).join([''] * 5000) }}",
+        "{{ ('a' * 9000).replace('a', 'b' * 9000) }}",
+        "{{ ('a' * 9000) | replace('', 'b' * 9000) }}",
     ],
 )
 def test_huge_strings_are_refused_before_they_are_built(source):
