@@ -34,6 +34,7 @@ NOT_PARAMS = frozenset({"model", "endpoint", "system", "user"})  # config keys t
 MAX_STOP = 4
 EXTRA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_EXTRAS = 100
+MAX_EXACT_NUMBER = 10**300  # beyond it a JSON number is no parameter value (and overflows a float)
 
 
 class ParamError(EngineError):
@@ -54,8 +55,14 @@ class Rule:
     integer: bool = False  # ...whose type must then be "int"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """A finite JSON number: not a bool, not NaN or infinity, and (isfinite overflows
+    on a 400-digit integer) not an integer too large for a float."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= MAX_EXACT_NUMBER
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -75,7 +82,7 @@ def number(low: float | None = None, high: float | None = None, above: bool = Fa
     describe = "a number" + _bounds(low, high, above)
 
     def check(value: Any) -> str | None:
-        inside = _is_number(value) and (low is None or value > low or (not above and value == low))
+        inside = is_number(value) and (low is None or value > low or (not above and value == low))
         return None if inside and (high is None or value <= high) else f"must be {describe}"
 
     return Rule(describe, check, numeric=True)
@@ -125,7 +132,7 @@ def _logit_bias(value: Any) -> str | None:
     for token, bias in value.items():
         if not str(token).isdigit():
             return f"key {token!r} is not a token id (a whole number)"
-        if not _is_number(bias) or not -100 <= bias <= 100:
+        if not is_number(bias) or not -100 <= bias <= 100:
             return f"bias of token {token} must be a number from -100 to 100, got {bias!r}"
     return None
 

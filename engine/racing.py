@@ -35,6 +35,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from engine.params import is_number
+
 DEFAULT_ETA = 2.0
 DEFAULT_CONFIDENCE = 0.95
 MIN_FIRST_SLICE = 10  # rows in the first round, unless the dataset is smaller
@@ -52,9 +54,9 @@ def options_problem(min_items: object, eta: object, confidence: object) -> str |
     """What is wrong with racing options (None when they are fine)."""
     if min_items is not None and (not _is_int(min_items) or min_items < 2):
         return "Racing option min_items must be a whole number, 2 or more (a paired test needs two rows)."
-    if not _is_number(eta) or eta <= 1:
+    if not is_number(eta) or eta <= 1:
         return "Racing option eta must be a number above 1 (2 doubles the rows each round)."
-    if not _is_number(confidence) or not 0.5 <= confidence < 1:
+    if not is_number(confidence) or not 0.5 <= confidence < 1:
         return "Racing option confidence must be at least 0.5 and below 1 (e.g. 0.95)."
     return None
 
@@ -184,10 +186,6 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
 
 def _nonzero(value: float) -> float:
     return value if abs(value) >= _TINY else _TINY
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: object) -> bool:

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, TypedDict, TypeVar
 from engine import racing
 from engine.adapters import ADAPTERS, BaseAdapter
 from engine.cache import compute_config_hash
+from engine.params import is_number
 from engine.runner import ENDPOINT_KEY, MODEL_KEY, StagePlan, plan_stages
 from engine.scorers import SCORERS, ModelCalls
 from engine.templates import render, template_variables
@@ -104,7 +105,7 @@ class Choice:
         """An adjacent value for numbers (in sorted order), any other value for the rest."""
         if value not in self.values:
             return self.sample(rng)
-        if not all(_is_number(v) for v in self.values):
+        if not all(is_number(v) for v in self.values):
             return rng.choice([v for v in self.values if v != value])
         ordered = sorted(self.values)
         i = ordered.index(value)
@@ -134,7 +135,7 @@ class Range:
         return self.snap(rng.uniform(self.low, self.high))
 
     def neighbour(self, value: Any, rng: random.Random) -> Any:
-        if not _is_number(value) or (self.log and value <= 0):
+        if not is_number(value) or (self.log and value <= 0):
             return self.sample(rng)
         if self.log:
             moved = self.snap(value * math.exp(rng.gauss(0, STEP * math.log(self.high / self.low))))
@@ -199,10 +200,6 @@ def round_significant(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
     return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def parse_space(space: Any) -> list[Dimension]:
     if not isinstance(space, dict):
         raise SweepError("The parameter space must be an object of {name: [values] or {min, max}}.")
@@ -261,7 +258,7 @@ def _range(key: str, spec: dict[str, Any]) -> Range:
     if unknown:
         raise SweepError(f"'{key}' range has unknown keys {sorted(unknown)}; use min, max, log and type.")
     low, high, kind = spec.get("min"), spec.get("max"), spec.get("type", "float")
-    if not (_is_number(low) and _is_number(high)):
+    if not (is_number(low) and is_number(high)):
         raise SweepError(f"'{key}' range needs numeric min and max.")
     if low > high:
         raise SweepError(f"'{key}' range has min greater than max.")
@@ -465,7 +462,7 @@ class GuidedSweep(RandomSweep):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SweepError(f"Guided sweep option {name} must be a whole number, 1 or more.", "options")
-        if not _is_number(self.exploit_ratio) or not 0 <= self.exploit_ratio <= 1:
+        if not is_number(self.exploit_ratio) or not 0 <= self.exploit_ratio <= 1:
             raise SweepError("Guided sweep option exploit_ratio must be between 0 and 1.", "options")
 
     def initial_configs(self) -> list[Config]:
@@ -629,7 +626,7 @@ def _without_endpoints(config: Config) -> Config:
 
 
 def _limit(value: Any, default: int) -> int:
-    return int(value) if _is_number(value) and value > 0 else default
+    return int(value) if is_number(value) and value > 0 else default
 
 
 class _RunCosts:

@@ -197,3 +197,9 @@ def test_a_stage_param_the_endpoint_no_longer_lists_is_a_pipeline_error() -> Non
 def test_the_runners_own_keys_are_not_checked_at_launch() -> None:
     config = {"model": "m", "endpoint": "openai", "draft.user": "x", "system": "s", "temperature": None}
     check_configs([config], STAGES, PLAIN, ENDPOINTS)
+
+
+@pytest.mark.parametrize("name", ["temperature", "seed", "max_tokens"])
+def test_a_number_too_large_for_a_float_is_refused_not_a_crash(name):
+    with pytest.raises(ParamError, match=name):
+        check_param(name, 10**400)
