@@ -20,7 +20,6 @@ from engine.types import AdapterResponse, CallResult, EndpointConfig, Messages, 
 
 T = TypeVar("T")
 
-HASHED_LIMIT = 100_000  # keys of prefetched calls kept for the calls themselves
 LOCAL_EMBEDDER = EndpointConfig(name="local-minilm", base_url="", adapter="local-minilm")
 
 
@@ -69,7 +68,6 @@ class Gateway:
         self._adapters: dict[str, BaseAdapter] = {}
         self._endpoint_limits: dict[str, AdaptiveLimit] = {}
         self._global_limit = asyncio.Semaphore(max_concurrent)
-        self._hashed: dict[tuple[int, int], tuple[Messages, EndpointConfig, str, dict[str, Any], str]] = {}
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -79,24 +77,7 @@ class Gateway:
 
     async def prefetch(self, calls: list[tuple[EndpointConfig, Messages, str, dict[str, Any], int]]) -> None:
         """Look up the cached answers of many calls at once (see ResponseCache.prefetch)."""
-        if len(self._hashed) > HASHED_LIMIT:  # left by runs that were cancelled
-            self._hashed.clear()
-        hashes = []
-        for endpoint, messages, model, params, sample in calls:
-            hashes.append(call_hash(endpoint, messages, model, params, sample))
-            # The call itself comes later with these very objects: its key is kept, not
-            # computed again (the entry holds `messages`, so its id is not reused meanwhile).
-            self._hashed[id(messages), sample] = (messages, endpoint, model, params, hashes[-1])
-        await self.cache.prefetch(hashes)
-
-    def _call_hash(
-        self, endpoint: EndpointConfig, messages: Messages, model: str, params: dict[str, Any], sample: int
-    ) -> str:
-        known = self._hashed.pop((id(messages), sample), None)
-        if known is not None and known[0] is messages and known[1] is endpoint and known[3] is params:
-            if known[2] == model:
-                return known[4]
-        return call_hash(endpoint, messages, model, params, sample)
+        await self.cache.prefetch([call_hash(*call) for call in calls])
 
     async def complete(
         self,
@@ -106,7 +87,7 @@ class Gateway:
         params: dict[str, Any],
         sample_index: int = 0,
     ) -> CallResult:
-        config_hash = self._call_hash(endpoint, messages, model, params, sample_index)
+        config_hash = call_hash(endpoint, messages, model, params, sample_index)
         metadata = {
             "endpoint": endpoint.name,
             "params": {k: v for k, v in params.items() if k not in UNHASHED_PARAMS},

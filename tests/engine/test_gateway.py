@@ -225,7 +225,7 @@ async def test_without_an_embedding_model_the_local_minilm_embeds(
 
 
 @pytest.mark.asyncio
-async def test_a_prefetched_call_keeps_its_key_and_a_changed_call_gets_its_own(stub: LLMStub) -> None:
+async def test_a_prefetched_call_and_a_changed_call_each_get_their_own_key(stub: LLMStub) -> None:
     endpoint, messages, params = make_endpoint(stub), ask("hello"), {"temperature": 0.7}
     async with Gateway() as gateway:
         await gateway.prefetch([(endpoint, messages, "stub-small", params, 0)])
