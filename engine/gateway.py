@@ -157,8 +157,7 @@ class Gateway:
         """The endpoint's adapter, made on first use and kept until `aclose()`."""
         adapter = self._adapters.get(endpoint.name)
         if adapter is None:
-            limit = endpoint.max_concurrency
-            connections = min(limit, self.max_concurrent) if limit > 0 else self.max_concurrent
+            connections = self.endpoint_limit(endpoint).ceiling
             adapter = self._adapters[endpoint.name] = create_adapter(endpoint, max_connections=connections)
             # Rate limits come back to _limited(), which slows the whole endpoint down.
             adapter.defer_rate_limits = True

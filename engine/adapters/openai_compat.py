@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.adapters.base import BaseAdapter, estimate_tokens, register_adapter
+from engine.adapters.base import BaseAdapter, register_adapter
 from engine.adapters.transport import ProxyConfigError, make_client
 from engine.types import AdapterError, AdapterResponse, EndpointConfig, Messages, RateLimited
 
@@ -458,8 +458,7 @@ def _tokens(usage: Any, messages: Messages, text: str) -> tuple[int, int, bool]:
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(tin, int) and isinstance(tout, int):
             return tin, tout, False
-    prompt = sum(estimate_tokens(m.get("content") or "") for m in messages)
-    return prompt, estimate_tokens(text), True
+    return OpenAICompatAdapter.estimate_call_tokens(messages), OpenAICompatAdapter.estimate_tokens(text), True
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

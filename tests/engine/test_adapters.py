@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from engine.adapters import OpenAICompatAdapter, create_adapter, normalise_base_url
-from engine.adapters.openai_compat import _retry_after, _StreamState, estimate_tokens
+from engine.adapters.base import estimate_tokens
+from engine.adapters.openai_compat import _retry_after, _StreamState
 from engine.types import AdapterError, EndpointConfig
 from tests import llm_stub
 from tests.llm_stub import LLMStub, embed_text
