@@ -23,23 +23,6 @@ def drop_score_indexes(apps, schema_editor):
             schema_editor.execute(f'DROP INDEX IF EXISTS "{name}"')
 
 
-def backfill(apps, schema_editor):
-    # The app's own summary code, so that stored and freshly computed aggregates are
-    # the same by construction. Chunked by id: constant memory on a large table.
-    from runs.aggregates import summarize
-
-    Run = apps.get_model("runs", "Run")
-    last = 0
-    while True:
-        done = Run.objects.filter(id__gt=last, status="completed").order_by("id")
-        ids = list(done.values_list("id", flat=True)[:500])
-        if not ids:
-            return
-        for run_id in ids:
-            summarize(run_id)
-        last = ids[-1]
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("experiments", "0003_alter_experiment_project"),
@@ -134,5 +117,6 @@ class Migration(migrations.Migration):
             index=models.Index(fields=["created_at", "id"], name="run_created"),
         ),
         migrations.RunPython(create_score_indexes, drop_score_indexes),
-        migrations.RunPython(backfill, migrations.RunPython.noop),
+        # The aggregates of earlier runs are filled in by 0007_backfill_run_aggregates, once
+        # every app's tables are as the summary code reads them.
     ]

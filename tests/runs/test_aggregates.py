@@ -159,7 +159,7 @@ def test_deleting_the_latest_run_hands_the_mark_back(experiment):
 def test_the_migration_backfills_runs_that_completed_before_it(experiment):
     runs = [completed_run(experiment), completed_run(experiment, {"temperature": 0.5})]
     Run.objects.update(is_latest=False, ci_low=None, ci_high=None, n_items=0, item_scores={}, scorer_means={})
-    migration = importlib.import_module("runs.migrations.0005_run_aggregates")
+    migration = importlib.import_module("runs.migrations.0007_backfill_run_aggregates")
     migration.backfill(apps, None)
     for run in runs:
         assert_equal_figures(run)
