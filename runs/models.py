@@ -39,18 +39,8 @@ class SweepStatus(models.TextChoices):
     BUDGET_EXHAUSTED = SweepState.BUDGET_EXHAUSTED
 
 
-ACTIVE_SWEEP_STATUSES = (
-    SweepStatus.PENDING,
-    SweepStatus.RUNNING,
-    SweepStatus.PAUSED,
-    SweepStatus.STOPPING,
-)
-FINISHED_SWEEP_STATUSES = (
-    SweepStatus.STOPPED,
-    SweepStatus.COMPLETED,
-    SweepStatus.FAILED,
-    SweepStatus.BUDGET_EXHAUSTED,
-)
+ACTIVE_SWEEP_STATUSES = SweepState.ACTIVE
+FINISHED_SWEEP_STATUSES = SweepState.FINISHED
 
 
 class SweepStateError(Exception):
@@ -209,13 +199,14 @@ class Sweep(models.Model):
         from runs import racing  # runs.racing imports this module
         from runs.report import report_markdown
 
-        if report.reason == SweepStatus.BUDGET_EXHAUSTED:
-            Sweep.objects.filter(pk=self.pk, status__in=ACTIVE_SWEEP_STATUSES).update(
-                status=SweepStatus.BUDGET_EXHAUSTED,
-                error=f"Token budget of {self.token_budget:,} reached; calls in flight overshot it by "
-                f"{report.overshoot:,} tokens.",
-            )
-            self.set_flag(SweepStatus.BUDGET_EXHAUSTED)
+        if report.reason == SweepStatus.BUDGET_EXHAUSTED and Sweep.objects.filter(
+            pk=self.pk, status__in=ACTIVE_SWEEP_STATUSES
+        ).update(
+            status=SweepStatus.BUDGET_EXHAUSTED,
+            error=f"Token budget of {self.token_budget:,} reached; calls in flight overshot it by "
+            f"{report.overshoot:,} tokens.",
+        ):
+            self.set_flag(SweepStatus.BUDGET_EXHAUSTED)  # only if the row says so too
         self.refresh_from_db()
         if self.status in (SweepStatus.STOPPING, SweepStatus.BUDGET_EXHAUSTED):
             self.runs.filter(status=RunStatus.PENDING).update(

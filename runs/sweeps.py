@@ -140,7 +140,10 @@ def launch_sweep(experiment: Experiment, request: SweepRequest, user=None, plan:
     max_concurrent = request.max_concurrent or settings.MAX_CONCURRENT_RUNS
     workers = worker_count(experiment, plan.space)
     with transaction.atomic():
-        if experiment.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).select_for_update().exists():
+        # The experiment's row, not its sweeps': with no active sweep there is no sweep
+        # row to lock, and two launches at once would both go ahead.
+        list(Experiment.objects.select_for_update().filter(pk=experiment.pk).values_list("pk"))
+        if experiment.sweeps.filter(status__in=ACTIVE_SWEEP_STATUSES).exists():
             raise SweepStateError("This experiment already has an active sweep; stop it first.")
         sweep = Sweep.objects.create(
             experiment=experiment,
