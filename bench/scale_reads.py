@@ -213,10 +213,10 @@ def get(client, url: str) -> Callable[[], object]:
 
 
 def operations(client, experiment) -> dict[str, Callable[[], object]]:
-    from runs.report import forget_report
+    from experiments.models import Report
 
     def cold_report() -> object:
-        forget_report(experiment.pk)
+        Report.forget(experiment.pk)
         return get(client, f"/experiments/{experiment.pk}/report/")()
 
     return {
@@ -231,9 +231,9 @@ def operations(client, experiment) -> dict[str, Callable[[], object]]:
 
 
 def report_peak_mib(client, experiment) -> float:
-    from runs.report import forget_report
+    from experiments.models import Report
 
-    forget_report(experiment.pk)
+    Report.forget(experiment.pk)
     tracemalloc.start()
     get(client, f"/experiments/{experiment.pk}/report/")()
     peak = tracemalloc.get_traced_memory()[1]

@@ -100,7 +100,7 @@ class SweepRuns:
         claimed = [run.pk for run in runs]
         self.clear_earlier_attempts(claimed)
         ratings = bridge.human_scores_of(claimed)
-        specs = []
+        specs, failed = [], []
         for run in runs:
             run.experiment = self.experiment
             try:
@@ -108,7 +108,9 @@ class SweepRuns:
                 spec.item_concurrency = self.item_concurrency
                 specs.append(spec)
             except Exception as exc:  # this run fails, now, with the reason; the others go on
-                bridge.save_outcome(run.pk, RunOutcome(run_id=run.pk, status="failed", error=describe(exc)))
+                failed.append((run.pk, RunOutcome(run_id=run.pk, status="failed", error=describe(exc)), None))
+        if failed:
+            bridge.save_outcomes(failed)
         return specs
 
     def clear_earlier_attempts(self, run_ids: list[int]) -> None:

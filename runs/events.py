@@ -201,8 +201,9 @@ class Publisher:
             self._forward(events)
         except Exception:
             logger.exception("Could not forward events %s..%s to the live views", events[0].id, events[-1].id)
-        for event in events:
+        if listeners:  # they may query: a connection broken since the last batch is replaced
             close_old_connections()
+        for event in events:
             for listener in listeners:
                 try:
                     listener(event)

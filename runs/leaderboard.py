@@ -61,11 +61,6 @@ class LeaderboardRow(TypedDict):
 
 
 # -- the ranking ----------------------------------------------------------------------
-def paired_tie(leader: dict[Any, float], other: dict[Any, float]) -> bool | None:
-    """Whether a paired bootstrap of other − leader over shared items includes 0."""
-    return bootstrap.ties(leader, [other])[0]
-
-
 def ranked_runs(experiment: Experiment, sweep_id: int | None = None) -> QuerySet[Run]:
     """Completed, scored runs, best first, one per configuration (its latest run).
 

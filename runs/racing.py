@@ -114,7 +114,8 @@ class RaceRuns(SweepRuns):
         return specs
 
     def sink(self, spec: RunSpec) -> ResultSink:
-        return RaceResultSink(spec.run_id, self.db, worker=self.token, claimed=True)
+        # Rows go with the other runs' (group commit); the outcome adds to earlier rounds'.
+        return RaceResultSink(spec.run_id, self.db, worker=self.token, claimed=True, batches=self.batches)
 
 
 class RaceResultSink(bridge.OrmResultSink):

@@ -49,10 +49,6 @@ def report_markdown(experiment: Experiment) -> str:
     return markdown
 
 
-def forget_report(experiment_id: int) -> None:
-    Report.forget(experiment_id)
-
-
 def build_report(experiment: Experiment) -> str:
     runs = Run.objects.filter(experiment=experiment)
     totals = _totals(runs)

@@ -2,8 +2,8 @@
 
 import pytest
 
+from engine.bootstrap import ties
 from runs.compare import marked_diff
-from runs.leaderboard import paired_tie
 from tests.api.helpers import scored_run, stage_result
 from tests.factories import make_endpoint, make_experiment, make_project
 
@@ -65,7 +65,7 @@ def test_the_mean_delta_comes_with_its_paired_bootstrap_interval(api, before, af
     # The leaderboard's paired test on the same items reaches the same verdict.
     a = {i["item_id"]: i["a_score"] for i in body["items"]}
     b = {i["item_id"]: i["b_score"] for i in body["items"]}
-    assert paired_tie(a, b) is (body["ci_low"] <= 0 <= body["ci_high"])
+    assert ties(a, [b])[0] is (body["ci_low"] <= 0 <= body["ci_high"])
 
 
 def test_a_run_compared_with_itself_has_no_regressions(api, before):

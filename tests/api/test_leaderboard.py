@@ -4,8 +4,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from engine.bootstrap import ties
 from runs.aggregates import summarize
-from runs.leaderboard import leaderboard, paired_tie, pareto_front
+from runs.leaderboard import leaderboard, pareto_front
 from runs.models import RunStatus, Score
 from tests.api.helpers import scored_run
 from tests.factories import make_endpoint, make_experiment
@@ -93,9 +94,9 @@ def test_ties_with_the_leader_come_from_a_paired_bootstrap(experiment, runs):
 def test_the_paired_bootstrap_is_deterministic_and_needs_shared_items():
     leader = {i: 1.0 for i in range(20)}
     slightly_worse = {i: (0.9 if i % 2 else 1.0) for i in range(20)}
-    assert paired_tie(leader, slightly_worse) is False  # worse on half the items, never better
-    assert paired_tie(leader, slightly_worse) == paired_tie(leader, slightly_worse)
-    assert paired_tie(leader, {100: 1.0}) is None
+    assert ties(leader, [slightly_worse])[0] is False  # worse on half the items, never better
+    assert ties(leader, [slightly_worse])[0] == ties(leader, [slightly_worse])[0]
+    assert ties(leader, [{100: 1.0}])[0] is None
 
 
 def test_n_limits_the_rows_and_a_sweep_narrows_them(api, experiment, runs):
