@@ -30,8 +30,7 @@ from runs import bridge
 from runs.aggregates import item_scores, scorer_weights, summarize
 from runs.control import SweepRuns
 from runs.leaderboard import run_summary
-from runs.models import Run, RunStatus, Sweep, SweepStatus, SweepType
-from runs.queue import enqueue
+from runs.models import Run, RunStatus, Sweep, SweepType
 
 
 class RaceSummary(TypedDict):
@@ -164,28 +163,19 @@ def added_scorer_stats(before: dict[str, ScorerStats], now: dict[str, ScorerStat
 
 
 # -- closing a round ------------------------------------------------------------------
-def next_round(sweep: Sweep) -> bool:
-    """Close the current round if every run in it is in, and start the next one.
-    False when there is nothing to run now: runs still out, the sweep paused or
-    stopping, or the race over."""
-    with transaction.atomic():
-        locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
-        if locked.status != SweepStatus.RUNNING or locked.race.get("finished") or _runs_out(locked):
-            return False
-        closed = close_round(locked)
-        survivors = closed.get("next_rows") is not None
-        if survivors:
-            start_round(locked, closed["survivor_ids"])
-        locked.save(update_fields=["race"])
-        locked.recount()
-    announce(locked, closed)
+def open_round(locked: Sweep) -> bool:
+    """Close the round whose runs are all in (the sweep is locked and running) and
+    start the next; False when the race is over."""
+    if locked.race.get("finished"):
+        return False
+    closed = close_round(locked)
+    survivors = closed.get("next_rows") is not None
     if survivors:
-        share_round(locked)
+        start_round(locked, closed["survivor_ids"])
+    locked.save(update_fields=["race"])
+    locked.recount()
+    transaction.on_commit(lambda: announce(locked, closed))
     return survivors
-
-
-def _runs_out(sweep: Sweep) -> bool:
-    return Run.objects.filter(sweep=sweep, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists()
 
 
 def close_round(sweep: Sweep) -> dict:
@@ -234,14 +224,6 @@ def announce(sweep: Sweep, closed: dict) -> None:
         calls_saved=summary["calls_saved"],
     )
     sweep.publish_progress()
-
-
-def share_round(sweep: Sweep) -> None:
-    """The worker that closed the round goes on; the sweep's other workers are queued again."""
-    from runs.sweeps import execute_sweep  # runs.sweeps imports this module
-
-    for _ in range(sweep.config.get("workers", 1) - 1):
-        enqueue(execute_sweep, sweep.pk, queue="sweeps")
 
 
 def keep_cut_survivors(sweep: Sweep) -> None:

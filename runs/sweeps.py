@@ -280,31 +280,42 @@ def item_concurrency(per_worker: int, runs_per_worker: int) -> int:
 
 
 def next_round(sweep: Sweep) -> bool:
-    """Guided sweeps: propose the next configurations from the results so far;
-    racing sweeps: close the round and start the next (runs/racing.py)."""
-    if sweep.type == SweepType.RACING:
-        return racing.next_round(sweep)
-    if sweep.type != "guided":
+    """Guided sweeps propose the next configurations from the results so far; racing
+    sweeps close the round and start the next (runs/racing.py). Only once every run
+    of the round is in, and only while the sweep runs. The worker that opened the
+    round goes on with it; the sweep's other workers are queued again to share it."""
+    if sweep.type not in (SweepType.GUIDED, SweepType.RACING):
         return False
     with transaction.atomic():
         locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
-        done = Run.objects.filter(sweep=sweep)
-        remaining = locked.total_runs - done.count()
-        if remaining <= 0 or done.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists():
+        out = locked.runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists()
+        if locked.status != SweepStatus.RUNNING or out:
             return False
-        results = [(r.config, r.weighted_score) for r in done.only("config", "weighted_score")]
-        generator = sweeps.build_sweep(
-            "guided",
-            locked.config["parameter_space"],
-            n_samples=locked.total_runs,
-            seed=locked.config.get("seed"),
-            **locked.config.get("options", {}),
-        )
-        configs = generator.next_round(results, remaining)
-        if not configs:
-            Sweep.objects.filter(pk=sweep.pk).update(total_runs=done.count())
-            return False
-        create_runs(locked, configs)
+        opened = racing.open_round(locked) if sweep.type == SweepType.RACING else guided_round(locked)
+    workers = locked.config.get("workers", 1)
+    if opened and workers > 1:
+        dispatch(locked, workers - 1)
+    return opened
+
+
+def guided_round(locked: Sweep) -> bool:
+    done = locked.runs.all()
+    remaining = locked.total_runs - done.count()
+    if remaining <= 0:
+        return False
+    results = [(r.config, r.weighted_score) for r in done.only("config", "weighted_score")]
+    generator = sweeps.build_sweep(
+        "guided",
+        locked.config["parameter_space"],
+        n_samples=locked.total_runs,
+        seed=locked.config.get("seed"),
+        **locked.config.get("options", {}),
+    )
+    configs = generator.next_round(results, remaining)
+    if not configs:
+        Sweep.objects.filter(pk=locked.pk).update(total_runs=done.count())
+        return False
+    create_runs(locked, configs)
     return True
 
 
