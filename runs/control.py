@@ -168,6 +168,7 @@ class SweepRuns:
 
     def _heartbeat(self) -> None:
         heartbeat(self.token)
+        Sweep.objects.filter(pk=self.sweep_id).update(heartbeat_at=timezone.now())
 
 
 def heartbeat(token: str) -> int:

@@ -50,11 +50,20 @@ class SweepStateError(Exception):
 class SweepQuerySet(models.QuerySet):
     def start(self) -> bool:
         """Pending to running, once: the first worker in starts the sweep."""
+        now = timezone.now()
         return bool(
             self.filter(status=SweepStatus.PENDING).update(
-                status=SweepStatus.RUNNING, started_at=timezone.now()
+                status=SweepStatus.RUNNING, started_at=now, heartbeat_at=now
             )
         )
+
+    def abandoned(self) -> models.QuerySet:
+        """Sweeps still marked active whose workers have all been silent for
+        SWEEP_STALE_AFTER_S (a worker died before its first claim, between rounds,
+        or before finishing): nothing else would ever end them."""
+        cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STALE_AFTER_S)
+        silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+        return self.filter(silent).exclude(runs__status=RunStatus.RUNNING)
 
     def read_state(self, sweep_id: int) -> str:
         """The sweep's status as the workers see it: the Redis flag (distributed
@@ -95,6 +104,9 @@ class Sweep(models.Model):
     )
     # When a sweep.progress event last went out: workers publish a few a second at most.
     progress_at = models.DateTimeField(null=True, blank=True)
+    # Refreshed by its workers while they run it; stale (SWEEP_STALE_AFTER_S) while it is
+    # still active and no run is held means every worker died (runs.sweeps.recover_sweeps).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     estimate = models.JSONField(default=dict, blank=True)
     # Racing sweeps: the slices, each round's candidates and eliminations (runs/racing.py).
     race = models.JSONField(default=dict, blank=True)

@@ -327,10 +327,12 @@ def recover_sweeps(startup: bool = False) -> list[int]:
     live process still holds some of its runs."""
     recovered = []
     recover_ad_hoc_runs()
-    for sweep in Sweep.objects.filter(status__in=RECOVERABLE_STATUSES):
+    active = Sweep.objects.filter(status__in=RECOVERABLE_STATUSES)
+    abandoned = set(active.abandoned().values_list("pk", flat=True))
+    for sweep in active:
         taken = recover_stale_runs(sweep.pk)
         held = sweep.runs.filter(status=RunStatus.RUNNING).exists()
-        if not taken and not (startup and not distributed() and not held):
+        if not taken and sweep.pk not in abandoned and not (startup and not distributed() and not held):
             continue
         if sweep.status == SweepStatus.STOPPING:
             sweep.finish(SweepReport(reason=SweepState.STOPPING))

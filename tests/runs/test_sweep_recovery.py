@@ -176,3 +176,17 @@ def test_an_ad_hoc_run_whose_worker_stopped_beating_fails_with_why(experiment, s
     alive.refresh_from_db()
     assert silent.status == RunStatus.FAILED and "stopped before it finished" in silent.error
     assert alive.status == RunStatus.RUNNING
+
+
+def test_a_sweep_whose_workers_all_died_with_no_run_held_is_finished(experiment, settings):
+    """A worker that died after its last run and before finishing the sweep (or
+    between two rounds) holds no run: only the sweep's own heartbeat tells."""
+    settings.SWEEP_STALE_AFTER_S = 60
+    sweep = wait_for_sweep(launch_sweep(experiment, SweepRequest(type="grid")))
+    sweep.__class__.objects.filter(pk=sweep.pk).update(status=SweepStatus.RUNNING, finished_at=None)
+    assert recover_sweeps() == []  # its heartbeat is fresh: a worker may be finishing it
+    stale = timezone.now() - timedelta(minutes=5)
+    sweep.__class__.objects.filter(pk=sweep.pk).update(heartbeat_at=stale)
+
+    assert recover_sweeps() == [sweep.pk]
+    assert wait_for_sweep(sweep).status == SweepStatus.COMPLETED
