@@ -53,6 +53,7 @@ class Rule:
     check: Callable[[Any], str | None]
     numeric: bool = False  # a sweep may give a range {min, max} of it
     integer: bool = False  # ...whose type must then be "int"
+    takes_object: bool = False  # an object value is the value, not a linked bundle of parameters
 
 
 def is_number(value: Any) -> bool:
@@ -115,7 +116,9 @@ def choice(*values: Any) -> Rule:
 
 
 def an_object() -> Rule:
-    return Rule("an object", lambda v: None if isinstance(v, dict) else "must be an object")
+    return Rule(
+        "an object", lambda v: None if isinstance(v, dict) else "must be an object", takes_object=True
+    )
 
 
 def _stop(value: Any) -> str | None:
@@ -178,8 +181,10 @@ PARAMS: dict[str, Rule] = {
     "frequency_penalty": number(-2, 2),
     "seed": integer(),
     "stop": Rule(f"text or a list of up to {MAX_STOP} texts", _stop),
-    "logit_bias": Rule("an object of token id -> -100..100", _logit_bias),
-    "response_format": Rule("an object with type text, json_object or json_schema", _response_format),
+    "logit_bias": Rule("an object of token id -> -100..100", _logit_bias, takes_object=True),
+    "response_format": Rule(
+        "an object with type text, json_object or json_schema", _response_format, takes_object=True
+    ),
     "reasoning_effort": choice("none", "minimal", "low", "medium", "high", "xhigh"),
     "verbosity": choice("low", "medium", "high"),
     "logprobs": boolean(),
@@ -191,7 +196,7 @@ PARAMS: dict[str, Rule] = {
     "service_tier": choice("auto", "default", "flex", "scale", "priority"),
     "parallel_tool_calls": boolean(),
     "tools": _list_of(dict, "tool objects"),
-    "tool_choice": Rule("none, auto, required or an object", _tool_choice),
+    "tool_choice": Rule("none, auto, required or an object", _tool_choice, takes_object=True),
     "stream": boolean(),
     "stream_options": an_object(),
     "store": boolean(),
@@ -201,6 +206,8 @@ PARAMS: dict[str, Rule] = {
     "prediction": an_object(),
     "web_search_options": an_object(),
 }
+# Their values in a parameter space are objects that are not linked bundles (engine/sweep.py).
+OBJECT_PARAMS = frozenset(name for name, rule in PARAMS.items() if rule.takes_object)
 
 # Parameters some servers accept beyond OpenAI's, with their ranges; they count
 # only for an endpoint that lists them.

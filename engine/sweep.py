@@ -37,7 +37,7 @@ from typing import Any, ClassVar, TypedDict, TypeVar
 from engine import racing
 from engine.adapters import ADAPTERS, BaseAdapter
 from engine.cache import compute_config_hash
-from engine.params import is_number
+from engine.params import OBJECT_PARAMS, is_number
 from engine.runner import ENDPOINT_KEY, MODEL_KEY, StagePlan, plan_stages
 from engine.scorers import SCORERS, ModelCalls
 from engine.templates import render, template_variables
@@ -56,7 +56,6 @@ TWO_KEY_SHARE = 0.25  # neighbours that change two keys rather than one
 ESTIMATE_SAMPLE = 50  # dataset rows rendered for an estimate; the rest are scaled from them
 ESTIMATE_SECONDS = 2.0  # after this, templates still to estimate count as their text
 # LLM parameters whose values are objects: a list of these is a list of values, not of bundles.
-OBJECT_PARAMS = frozenset({"response_format", "logit_bias", "tool_choice", "stream_options", "extra_body"})
 
 
 class SweepError(EngineError):

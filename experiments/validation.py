@@ -11,9 +11,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from endpoints.models import Endpoint
-from engine.params import NOT_PARAMS, ParamError, check_param, check_params, check_range
+from engine.params import NOT_PARAMS, OBJECT_PARAMS, ParamError, check_param, check_params, check_range
 from engine.scorers import validate_scorer
-from engine.sweep import OBJECT_PARAMS, SweepError, is_linked, parse_space
+from engine.sweep import SweepError, is_linked, parse_space
 from engine.templates import ENV as TEMPLATE_ENV
 from engine.templates import check_limits, parse_template, template_variables
 from engine.types import EngineError

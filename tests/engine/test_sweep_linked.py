@@ -71,3 +71,8 @@ def test_a_racing_sweep_races_whole_bundles():
     configs = build_sweep("racing", {"provider": PROVIDERS, "top_p": [0.5, 1.0]}).initial_configs()
     assert len(configs) == 4
     assert all({k: c[k] for k in ("endpoint", "model", "temperature")} in PROVIDERS for c in configs)
+
+
+def test_an_object_valued_parameter_is_a_value_not_a_linked_bundle():
+    configs = build_sweep("grid", {"metadata": [{"run": "a"}, {"run": "b"}]}).initial_configs()
+    assert configs == [{"metadata": {"run": "a"}}, {"metadata": {"run": "b"}}]
