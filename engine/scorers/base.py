@@ -266,7 +266,7 @@ class OptionField(typing.TypedDict):
 
 def option_fields(options_cls: type) -> list[OptionField]:
     """The typed Options of a scorer as form fields, in declaration order."""
-    hints = typing.get_type_hints(options_cls)
+    hints = _type_hints(options_cls)
     fields = []
     for field in dataclasses.fields(options_cls):
         hint = hints[field.name]
