@@ -116,3 +116,44 @@ def test_an_update_while_a_sweep_runs_is_a_409_and_changes_nothing(api, experime
     assert response.status_code == 409 and "stop it before changing" in response.json()["detail"]
     experiment.refresh_from_db()
     assert experiment.description == "Capitals, linked"
+
+
+PROMPT = "prompts: ['Hi {{ name }}']\n"
+PROVIDER = "providers: [{id: 'openai:chat:m', config: {apiBaseUrl: 'http://127.0.0.1:9/v1'}}]\n"
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "says"),
+    [
+        (PROMPT + PROVIDER + "tests: [{vars: [a]}]\n", "tests[0].vars", "must be an object of variables"),
+        (PROMPT + PROVIDER + "tests: 5\n", "tests", "must be a list of tests or a tests file, not a number"),
+        (PROMPT + PROVIDER + "tests: [7]\n", "tests[0]", "a test is an object or a tests file"),
+        (PROMPT + PROVIDER + "tests: [{vars: {name: a}, assert: x}]\n", "tests[0].assert", "a list of"),
+        (PROMPT + PROVIDER + "defaultTest: [a]\n", "defaultTest", "must be an object of vars and assert"),
+        (PROMPT + PROVIDER + "defaultTest: {vars: 3}\n", "defaultTest.vars", "an object of variables"),
+        (PROMPT + "providers: [{id: 'openai:chat:m', config: x}]\n", "providers[0].config", "an object"),
+        (PROMPT + "providers: [{'openai:chat:m': 5}]\n", "providers[0].openai:chat:m", "an object"),
+        (PROMPT + "providers: [[openai:chat:m]]\n", "providers[0]", "a provider id or {id, config}"),
+        (PROMPT + "providers: 3\n", "providers", "a provider or a list of providers"),
+        ("prompts: 3\n" + PROVIDER, "prompts", "a prompt or a list of prompts"),
+    ],
+)
+def test_a_promptfoo_config_of_the_wrong_shape_is_a_400_naming_the_place(api, alice, config, field, says):
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 400, response.content
+    message = response.json()[field][0]
+    assert f"{field}: " in message and says in message
+    assert not Experiment.objects.exists() and not Endpoint.objects.exists()
+
+
+def test_a_default_test_from_a_file_is_listed_as_not_imported(api, alice):
+    config = PROMPT + PROVIDER + "defaultTest: file://defaults.yaml\ntests: [{vars: {name: a}}]\n"
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert response.json()["unmapped"] == [
+        {
+            "location": "defaultTest",
+            "item": "file://defaults.yaml",
+            "reason": "not imported: write the default test in the config",
+        }
+    ]
