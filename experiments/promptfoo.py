@@ -30,6 +30,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from endpoints.models import Endpoint
+from endpoints.serializers import EndpointSerializer
 from engine.templates import parse_template
 from engine.types import EngineError
 from experiments.definition import DefinitionError, Imported, Source, import_definition, load_definition
@@ -186,9 +187,9 @@ def provider_bundle(spec: dict, where: str, converted: Converted, project: Any) 
     for key in sorted(set(spec) - {"id", "label", "config"}, key=str):
         converted.notes.append(Note(f"{where}.{key}", key, "provider setting not imported"))
     options = dict(mapping(spec.get("config"), f"{where}.config", "an object of settings"))
-    base_url = str(options.pop("apiBaseUrl", "") or options.pop("apiHost", "") or OPENAI_URL).rstrip("/")
+    base_url, at = provider_url(options, where)
     bundle: dict[str, Any] = {
-        "endpoint": endpoint_for(base_url, match[1], converted, project),
+        "endpoint": endpoint_for(base_url, at, converted, project),
         "model": match[1],
     }
     for key, value in options.items():
@@ -202,16 +203,49 @@ def provider_bundle(spec: dict, where: str, converted: Converted, project: Any) 
     return bundle
 
 
-def endpoint_for(base_url: str, model: str, converted: Converted, project: Any) -> str:
+def provider_url(options: dict[str, Any], where: str) -> tuple[str, str]:
+    """The base URL a provider calls, and where the config says it (for errors):
+    `apiBaseUrl`, else `apiHost` (a host name: https://<host>/v1, as promptfoo calls it)."""
+    if options.get("apiBaseUrl"):
+        return str(options.pop("apiBaseUrl")).rstrip("/"), f"{where}.config.apiBaseUrl"
+    host = str(options.pop("apiHost", "") or "").rstrip("/")
+    if not host:
+        return OPENAI_URL, where
+    url = host if "://" in host else f"https://{host}/v1"
+    return url, f"{where}.config.apiHost"
+
+
+def endpoint_for(base_url: str, where: str, converted: Converted, project: Any) -> str:
+    """The name of the project's endpoint at `base_url`, or of one to create: that one is
+    checked as the endpoints API checks it (scheme, URL length, name), refused naming `where`."""
     for endpoint in Endpoint.objects.filter(project=project).order_by("id"):
         if endpoint.base_url.rstrip("/") == base_url:
             return endpoint.name
     for name, url in converted.endpoints:
         if url == base_url:
             return name
-    name = unique_name(urlsplit(base_url).hostname or "endpoint", project, converted)
+    try:
+        host = urlsplit(base_url).hostname
+    except ValueError:
+        host = None
+    name = unique_name((host or "endpoint")[:NAME_ROOM], project, converted)
+    serializer = new_endpoint(name, base_url, project)
+    if not serializer.is_valid():
+        raise DefinitionError(f"no endpoint can be created for {base_url!r}: {refusal(serializer)}", where)
     converted.endpoints.append((name, base_url))
     return name
+
+
+NAME_ROOM = 90  # of an endpoint name's 100 characters: room for a "-<n>" suffix
+
+
+def new_endpoint(name: str, base_url: str, project: Any) -> EndpointSerializer:
+    """An endpoint, without a key, through the endpoints API's serializer (the caller checked the role)."""
+    return EndpointSerializer(data={"name": name, "base_url": base_url}, context={"project": project})
+
+
+def refusal(serializer: EndpointSerializer) -> str:
+    return "; ".join(f"{key}: {' '.join(map(str, errors))}" for key, errors in serializer.errors.items())
 
 
 def unique_name(host: str, project: Any, converted: Converted) -> str:
@@ -559,7 +593,11 @@ def import_promptfoo(
             urls = ", ".join(url for _, url in converted.endpoints)
             raise PermissionDenied(f"The config needs new endpoints ({urls}); that takes the admin role.")
         for name, url in converted.endpoints:
-            Endpoint.objects.create(project=project, name=name, base_url=url)
+            serializer = new_endpoint(name, url, project)
+            if not serializer.is_valid():  # taken meanwhile
+                message = f"no endpoint can be created for {url!r}: {refusal(serializer)}"
+                raise DefinitionError(message, "providers", None, file)
+            serializer.save()
         imported = import_definition(Source(converted.definition, file), project, user, update)
     imported.notes = [asdict(note) for note in converted.notes]
     return imported

@@ -157,3 +157,50 @@ def test_a_default_test_from_a_file_is_listed_as_not_imported(api, alice):
             "reason": "not imported: write the default test in the config",
         }
     ]
+
+
+def provider_at(url: str) -> str:
+    return PROMPT + f"providers:\n  - id: openai:chat:m\n    config: {{apiBaseUrl: '{url}'}}\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ftp://models.example/v1", "base_url: Use an http:// or https:// URL"),
+        ("http://127.0.0.1:9/" + "v" * 600, "base_url: Ensure this field has no more than 500 characters"),
+        ("http://[::1/v1", "base_url: Enter a valid URL"),
+    ],
+)
+def test_a_promptfoo_provider_whose_endpoint_the_api_would_refuse_is_a_400_naming_it(api, alice, url, says):
+    response = import_(api, provider_at(url), "?format=promptfoo")
+    assert response.status_code == 400, response.content
+    message = response.json()["providers[0].config.apiBaseUrl"][0]
+    assert message.startswith("4: providers[0].config.apiBaseUrl: no endpoint can be created")
+    assert says in message
+    assert not Endpoint.objects.exists() and not Experiment.objects.exists()
+
+
+def test_a_promptfoo_provider_on_a_long_host_name_gets_an_endpoint_name_that_fits(api, alice):
+    host = ".".join(["a" * 60] * 3)  # 182 characters: a valid host name, too long for an endpoint name
+    response = import_(api, provider_at(f"https://{host}/v1"), "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    response = import_(api, provider_at(f"https://{host}/v2"), "?format=promptfoo&update=true")
+    assert response.status_code == 200, response.json()
+    assert list(Endpoint.objects.order_by("id").values_list("name", "base_url")) == [
+        (host[:90], f"https://{host}/v1"),
+        (f"{host[:90]}-2", f"https://{host}/v2"),
+    ]
+
+
+def test_a_promptfoo_api_host_is_called_over_https(api, alice):
+    config = PROMPT + "providers: [{id: 'openai:chat:m', config: {apiHost: models.example}}]\n"
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert Endpoint.objects.get().base_url == "https://models.example/v1"
+    response = import_(
+        api,
+        PROMPT + "providers: [{id: 'openai:chat:m', config: {apiHost: 'a b'}}]\n",
+        "?format=promptfoo&update=true",
+    )
+    assert response.status_code == 400
+    assert "Enter a valid URL" in response.json()["providers[0].config.apiHost"][0]
