@@ -33,7 +33,14 @@ from endpoints.models import Endpoint
 from endpoints.serializers import EndpointSerializer
 from engine.templates import parse_template
 from engine.types import EngineError
-from experiments.definition import DefinitionError, Imported, Source, import_definition, load_definition
+from experiments.definition import (
+    NAME_LENGTH,
+    DefinitionError,
+    Imported,
+    Source,
+    import_definition,
+    load_definition,
+)
 
 OPENAI_URL = "https://api.openai.com/v1"
 STAGE = "main"
@@ -556,7 +563,7 @@ def convert(config: Any, project: Any, base: Path | None = None, name: str = "")
     if len(prompts) > 1:
         space["prompt"] = prompts
     converted.definition = {
-        "name": str(config.get("description") or name or "promptfoo import"),
+        "name": experiment_name(config.get("description"), name),
         "endpoint": providers[0]["endpoint"],
         "pipeline": [{"name": STAGE, **prompts[0]}],
         "dataset": rows or [{"input": {}, "reference": ""}],
@@ -569,6 +576,12 @@ def convert(config: Any, project: Any, base: Path | None = None, name: str = "")
 def field_path(field: str) -> tuple[str | int, ...]:
     """`tests[0].vars` as the path (tests, 0, vars) its line is looked up by."""
     return tuple(int(n) if n else key for n, key in re.findall(r"\[(\d+)\]|([^.\[\]]+)", field))
+
+
+def experiment_name(description: Any, stem: str) -> str:
+    """The config's description (its first line, cut to the 200 characters a name has), else the file's name."""
+    first = str(description or "").strip().split("\n", 1)[0].strip()
+    return (first or stem or "promptfoo import")[:NAME_LENGTH].strip()
 
 
 def import_promptfoo(

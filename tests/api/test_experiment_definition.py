@@ -119,6 +119,7 @@ def test_an_update_while_a_sweep_runs_is_a_409_and_changes_nothing(api, experime
 
 
 PROMPT = "prompts: ['Hi {{ name }}']\n"
+TESTS = "tests: [{vars: {name: a}}]\n"
 PROVIDER = "providers: [{id: 'openai:chat:m', config: {apiBaseUrl: 'http://127.0.0.1:9/v1'}}]\n"
 
 
@@ -160,7 +161,10 @@ def test_a_default_test_from_a_file_is_listed_as_not_imported(api, alice):
 
 
 def provider_at(url: str) -> str:
-    return PROMPT + f"providers:\n  - id: openai:chat:m\n    config: {{apiBaseUrl: '{url}'}}\n"
+    return (
+        PROMPT
+        + f"providers:\n  - id: openai:chat:m\n    config: {{apiBaseUrl: '{url}'}}\ntests: [{{vars: {{name: a}}}}]\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,7 +197,7 @@ def test_a_promptfoo_provider_on_a_long_host_name_gets_an_endpoint_name_that_fit
 
 
 def test_a_promptfoo_api_host_is_called_over_https(api, alice):
-    config = PROMPT + "providers: [{id: 'openai:chat:m', config: {apiHost: models.example}}]\n"
+    config = PROMPT + "providers: [{id: 'openai:chat:m', config: {apiHost: models.example}}]\n" + TESTS
     response = import_(api, config, "?format=promptfoo")
     assert response.status_code == 201, response.json()
     assert Endpoint.objects.get().base_url == "https://models.example/v1"
@@ -204,3 +208,45 @@ def test_a_promptfoo_api_host_is_called_over_https(api, alice):
     )
     assert response.status_code == 400
     assert "Enter a valid URL" in response.json()["providers[0].config.apiHost"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\ndataset:\n  - {input: {a: .nan}}\n",
+            "dataset.0",
+            "nan is not",
+        ),
+        (
+            "name: " + "n" * 300 + "\npipeline: [{name: a, user: hi}]\n",
+            "name",
+            "at most 200 characters, not 300",
+        ),
+        ("name: x\npipeline: [{name: a, user: hi}]\nsweep: {repeats: 0}\n", "sweep.repeats", "from 1 to 100"),
+        (
+            "name: x\npipeline: [{name: a, user: '{{ q }}'}]\ndataset: [{input: {a: 1}}]\n",
+            "pipeline",
+            "uses {{ q }}, which no dataset column",
+        ),
+    ],
+)
+def test_a_definition_the_experiments_api_would_refuse_is_a_400(api, alice, body, field, says):
+    response = import_(api, body)
+    assert response.status_code == 400, response.content
+    assert says in response.json()[field][0]
+    assert not Experiment.objects.exists()
+
+
+def test_a_long_promptfoo_description_names_the_experiment_by_its_first_200_characters(api, alice):
+    config = "description: " + "d" * 250 + "\n" + provider_at("http://127.0.0.1:9/v1")
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert Experiment.objects.get().name == "d" * 200
+
+
+def test_a_promptfoo_prompt_reading_a_variable_no_test_sets_is_a_400(api, alice):
+    config = provider_at("http://127.0.0.1:9/v1").replace("{name: a}", "{nome: a}")
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 400
+    assert "uses {{ name }}, which no dataset column" in response.json()["pipeline"][0]
