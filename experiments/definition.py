@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from endpoints.models import Endpoint
-from engine.sweep import SWEEP_LIMITS, SWEEPS, SweepError, build_sweep, is_linked
+from engine.sweep import SWEEP_LIMITS, SWEEPS, SweepError, build_sweep
 from experiments.dataset_import import (
     DatasetImportError,
     Row,
@@ -206,10 +205,8 @@ def parse(source: Source, project: Any) -> Parsed:
         "scorers": data.get("scorers") or [],
     }
     rows = dataset_rows(source)
-    extra_params = extra_params_for(project.pk, fields["endpoint"], fields["parameter_space"])
-    check_experiment(source, fields, extra_params, columns_of(rows, project, fields["name"]))
+    check_experiment(source, fields, project, columns_of(rows, project, fields["name"]))
     fields["sweep_defaults"] = sweep_defaults(source)  # after the space: a sweep plans over it
-    check_endpoint_names(source, project, fields)
     return Parsed(fields, rows)
 
 
@@ -240,21 +237,15 @@ def endpoint_named(source: Source, project: Any, name: Any) -> Endpoint | None:
 
 
 def check_experiment(
-    source: Source,
-    fields: dict[str, Any],
-    extra_params: Collection[str] = (),
-    columns: set[str] | None = None,
+    source: Source, fields: dict[str, Any], project: Any, columns: set[str] | None = None
 ) -> None:
-    """validate_experiment(), as Experiment.clean() and the API run it; `columns`: the
+    """validate_experiment(), as Experiment.clean() and the API run it (extra_params_for()
+    refuses an endpoint the space or a judge names that the project lacks); `columns`: the
     dataset's variables, which every template variable must be among (None: no rows)."""
     try:
-        validate_experiment(
-            fields["pipeline"],
-            fields["parameter_space"],
-            fields["scorers"],
-            columns,
-            extra_params=extra_params,
-        )
+        space, scorers = fields["parameter_space"], fields["scorers"]
+        extra_params = extra_params_for(project.pk, fields["endpoint"], space, scorers)
+        validate_experiment(fields["pipeline"], space, scorers, columns, extra_params=extra_params)
     except ValidationError as exc:
         key, messages = next(iter(exc.message_dict.items()))
         raise source.error(messages[0], _path_of(key, messages[0], source.data), key) from None
@@ -278,26 +269,6 @@ def _path_of(key: str, message: str, data: dict) -> Path_:
         names = [s.get("name") if isinstance(s, dict) else None for s in data.get(key) or []]
         return (key, names.index(quoted[1])) if quoted[1] in names else (key,)
     return (key,)
-
-
-def check_endpoint_names(source: Source, project: Any, fields: dict[str, Any]) -> None:
-    """Endpoints the parameter space and the judges name must exist in the project."""
-    known = set(Endpoint.objects.filter(project=project).values_list("name", flat=True))
-    for key, values in fields["parameter_space"].items():
-        for name in endpoints_named(key, values):
-            if name not in known:
-                raise source.error(f"no endpoint '{name}' in the project", ("parameter_space", key))
-    for n, scorer in enumerate(fields["scorers"]):
-        name = (scorer.get("config") or {}).get("endpoint")
-        if name and name not in known:
-            raise source.error(f"no endpoint '{name}' in the project", ("scorers", n))
-
-
-def endpoints_named(key: str, values: Any) -> list[Any]:
-    """The endpoint names a dimension can choose: its values, or its bundles' `endpoint` keys."""
-    if is_linked(key, values):
-        return [v for bundle in values for k, v in bundle.items() if k.rsplit(".", 1)[-1] == "endpoint"]
-    return values if key.rsplit(".", 1)[-1] == "endpoint" and isinstance(values, list) else []
 
 
 def sweep_defaults(source: Source) -> dict[str, Any]:
