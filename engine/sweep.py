@@ -55,6 +55,20 @@ PARENT_DECAY = 0.25  # a guided parent's weight: 1 for the best, then 0.25, 0.06
 TWO_KEY_SHARE = 0.25  # neighbours that change two keys rather than one
 ESTIMATE_SAMPLE = 50  # dataset rows rendered for an estimate; the rest are scaled from them
 ESTIMATE_SECONDS = 2.0  # after this, templates still to estimate count as their text
+
+# What a sweep may be asked for: the launch API (runs/serializers.py) and an
+# experiment's stored sweep defaults (experiments/definition.py) check the same limits.
+MAX_SEED = 2**32 - 1
+MAX_REPEATS = 100
+MAX_CONCURRENT = 1000
+MAX_TOKEN_BUDGET = 10**12
+SWEEP_LIMITS: dict[str, tuple[int, int | None]] = {  # (least, most) of each whole-number setting
+    "n_samples": (1, None),
+    "seed": (0, MAX_SEED),
+    "repeats": (1, MAX_REPEATS),
+    "max_concurrent": (1, MAX_CONCURRENT),
+    "max_tokens": (1, MAX_TOKEN_BUDGET),
+}
 # LLM parameters whose values are objects: a list of these is a list of values, not of bundles.
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from typing import Any, Literal, TypedDict
 
 from django.db import transaction
@@ -56,9 +57,13 @@ def read_dataset(
     text = decode(data)
     fmt = fmt or detect_format(filename, content_type, text)
     rows = parse_dataset(text, fmt)
-    if len(rows) > MAX_IMPORT_ROWS:
-        raise DatasetImportError(f"The file has {len(rows):,} rows; at most {MAX_IMPORT_ROWS:,} at once.")
+    check_row_count(len(rows), "The file")
     return rows, fmt
+
+
+def check_row_count(count: int, what: str = "The dataset") -> None:
+    if count > MAX_IMPORT_ROWS:
+        raise DatasetImportError(f"{what} has {count:,} rows; at most {MAX_IMPORT_ROWS:,} at once.")
 
 
 def decode(data: bytes | str) -> str:
@@ -107,7 +112,7 @@ def _csv_row(columns: list[str], values: list[str], line: int) -> Row:
         raise DatasetImportError(f"Line {line}: expected {len(columns)} fields, found {len(values)}.")
     fields = dict(zip(columns, values, strict=True))
     reference = fields.pop(REFERENCE, "")
-    _no_nul(fields, reference, line)
+    _check_row(fields, reference, line)
     return Row(input=fields, reference=reference)
 
 
@@ -129,8 +134,9 @@ def _json_value(raw: str, line: int) -> Any:
         raise DatasetImportError(f"Line {line}: nested deeper than {MAX_DEPTH} levels; flatten it.") from None
     except ValueError as exc:  # NaN, Infinity, or an integer past Python's digit limit
         raise DatasetImportError(f"Line {line}: {exc}.") from None
-    if _depth(value) > MAX_DEPTH:
-        raise DatasetImportError(f"Line {line}: nested deeper than {MAX_DEPTH} levels; flatten it.")
+    problem = json_problem(value)
+    if problem:
+        raise DatasetImportError(f"Line {line}: {problem}.")
     return value
 
 
@@ -139,18 +145,40 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; write null or a string instead")
 
 
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in `value` (without recursion)."""
-    deepest, stack = 0, [(value, 0)]
+def json_problem(value: Any) -> str | None:
+    """Why `value` cannot be stored as a row's JSON (None: it can): nested deeper than
+    MAX_DEPTH, NaN or Infinity (PostgreSQL and browsers refuse them), or not JSON at
+    all (a YAML date). Walked without recursion."""
+    stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            depth += 1
-            deepest = max(deepest, depth)
-            stack += [(child, depth) for child in item if isinstance(child, (dict, list))]
-    return deepest
+        if isinstance(item, dict | list):
+            if depth + 1 > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels; flatten it"
+            children = item.values() if isinstance(item, dict) else item
+            stack += [(child, depth + 1) for child in children]
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not a JSON number; write null or a string instead"
+        elif item is not None and not isinstance(item, str | int | float):
+            return f"{item!r} is not a JSON value ({type(item).__name__}); quote it"
+    return None
+
+
+def row_problem(variables: dict[str, Any], reference: str) -> str | None:
+    """What keeps a row from being stored (None: nothing): the checks of every import."""
+    # PostgreSQL cannot store NUL characters in text or JSON.
+    if has_nul(variables) or "\x00" in reference:
+        return "contains a NUL character"
+    return json_problem(variables)
+
+
+def reference_text(value: Any) -> str | None:
+    """A row's reference as text: numbers as written, null as empty; None if it is not text."""
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else None
 
 
 def _json_row(obj: Any, line: int) -> Row:
@@ -163,20 +191,17 @@ def _json_row(obj: Any, line: int) -> Row:
     else:
         variables = {k: v for k, v in obj.items() if k != REFERENCE}
         reference = obj.get(REFERENCE, "")
-    if reference is None:
-        reference = ""
-    if isinstance(reference, (int, float)) and not isinstance(reference, bool):
-        reference = str(reference)
-    if not isinstance(reference, str):
+    text = reference_text(reference)
+    if text is None:
         raise DatasetImportError(f"Line {line}: reference must be text, got {type(reference).__name__}.")
-    _no_nul(variables, reference, line)
-    return Row(input=variables, reference=reference)
+    _check_row(variables, text, line)
+    return Row(input=variables, reference=text)
 
 
-def _no_nul(variables: dict[str, Any], reference: str, line: int) -> None:
-    # PostgreSQL cannot store NUL characters in text or JSON.
-    if has_nul(variables) or "\x00" in reference:
-        raise DatasetImportError(f"Line {line}: contains a NUL character.")
+def _check_row(variables: dict[str, Any], reference: str, line: int) -> None:
+    problem = row_problem(variables, reference)
+    if problem:
+        raise DatasetImportError(f"Line {line}: {problem}.")
 
 
 def has_nul(value: Any) -> bool:

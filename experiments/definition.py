@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,18 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from endpoints.models import Endpoint
-from engine.sweep import SWEEPS, SweepError, build_sweep, is_linked
-from experiments.dataset_import import DatasetImportError, Row, has_nul, read_dataset, write_rows
+from engine.sweep import SWEEP_LIMITS, SWEEPS, SweepError, build_sweep
+from experiments.dataset_import import (
+    DatasetImportError,
+    Row,
+    check_row_count,
+    has_nul,
+    json_problem,
+    read_dataset,
+    reference_text,
+    row_problem,
+    write_rows,
+)
 from experiments.models import Experiment, ExperimentFrozen
 from experiments.validation import extra_params_for, validate_experiment
 
@@ -46,8 +55,8 @@ KEYS = (
     "scorers",
     "sweep",
 )
-SWEEP_KEYS = {"type", "n_samples", "seed", "repeats", "max_concurrent", "max_tokens", "options"}
-WHOLE_NUMBERS = ("n_samples", "seed", "repeats", "max_concurrent", "max_tokens")
+SWEEP_KEYS = {"type", *SWEEP_LIMITS, "options"}
+NAME_LENGTH = Experiment._meta.get_field("name").max_length
 Path_ = tuple[str | int, ...]
 
 
@@ -185,6 +194,8 @@ def parse(source: Source, project: Any) -> Parsed:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise source.error("give the experiment a name", ("name",), "name")
+    if len(name.strip()) > NAME_LENGTH:
+        raise source.error(f"at most {NAME_LENGTH} characters, not {len(name.strip())}", ("name",))
     fields = {
         "name": name.strip(),
         "description": _text_field(source, "description"),
@@ -193,12 +204,19 @@ def parse(source: Source, project: Any) -> Parsed:
         "parameter_space": data.get("parameter_space") or {},
         "scorers": data.get("scorers") or [],
     }
-    check_experiment(
-        source, fields, extra_params_for(project.pk, fields["endpoint"], fields["parameter_space"])
-    )
+    rows = dataset_rows(source)
+    check_experiment(source, fields, project, columns_of(rows, project, fields["name"]))
     fields["sweep_defaults"] = sweep_defaults(source)  # after the space: a sweep plans over it
-    check_endpoint_names(source, project, fields)
-    return Parsed(fields, dataset_rows(source))
+    return Parsed(fields, rows)
+
+
+def columns_of(rows: list[Row] | None, project: Any, name: str) -> set[str] | None:
+    """What the templates may read, as the API checks it: the rows imported, else (rows
+    left out) those of the experiment an update replaces; None: no rows, nothing to check."""
+    if rows:
+        return {column for row in rows for column in row["input"]}
+    existing = Experiment.objects.filter(project=project, name=name).first() if rows is None else None
+    return existing.dataset_columns() if existing is not None else None
 
 
 def _text_field(source: Source, key: str) -> str:
@@ -218,16 +236,25 @@ def endpoint_named(source: Source, project: Any, name: Any) -> Endpoint | None:
     return endpoint
 
 
-def check_experiment(source: Source, fields: dict[str, Any], extra_params: Collection[str] = ()) -> None:
+def check_experiment(
+    source: Source, fields: dict[str, Any], project: Any, columns: set[str] | None = None
+) -> None:
+    """validate_experiment(), as Experiment.clean() and the API run it (extra_params_for()
+    refuses an endpoint the space or a judge names that the project lacks); `columns`: the
+    dataset's variables, which every template variable must be among (None: no rows)."""
     try:
-        validate_experiment(
-            fields["pipeline"], fields["parameter_space"], fields["scorers"], extra_params=extra_params
-        )
+        space, scorers = fields["parameter_space"], fields["scorers"]
+        extra_params = extra_params_for(project.pk, fields["endpoint"], space, scorers)
+        validate_experiment(fields["pipeline"], space, scorers, columns, extra_params=extra_params)
     except ValidationError as exc:
         key, messages = next(iter(exc.message_dict.items()))
         raise source.error(messages[0], _path_of(key, messages[0], source.data), key) from None
-    if has_nul([fields["pipeline"], fields["parameter_space"], fields["scorers"]]):
-        raise source.error("text here may not contain NUL characters", ("pipeline",))
+    for key in ("pipeline", "parameter_space", "scorers"):
+        if has_nul(fields[key]):
+            raise source.error("text here may not contain NUL characters", (key,))
+        problem = json_problem(fields[key])
+        if problem:
+            raise source.error(problem, (key,))
 
 
 def _path_of(key: str, message: str, data: dict) -> Path_:
@@ -244,26 +271,6 @@ def _path_of(key: str, message: str, data: dict) -> Path_:
     return (key,)
 
 
-def check_endpoint_names(source: Source, project: Any, fields: dict[str, Any]) -> None:
-    """Endpoints the parameter space and the judges name must exist in the project."""
-    known = set(Endpoint.objects.filter(project=project).values_list("name", flat=True))
-    for key, values in fields["parameter_space"].items():
-        for name in endpoints_named(key, values):
-            if name not in known:
-                raise source.error(f"no endpoint '{name}' in the project", ("parameter_space", key))
-    for n, scorer in enumerate(fields["scorers"]):
-        name = (scorer.get("config") or {}).get("endpoint")
-        if name and name not in known:
-            raise source.error(f"no endpoint '{name}' in the project", ("scorers", n))
-
-
-def endpoints_named(key: str, values: Any) -> list[Any]:
-    """The endpoint names a dimension can choose: its values, or its bundles' `endpoint` keys."""
-    if is_linked(key, values):
-        return [v for bundle in values for k, v in bundle.items() if k.rsplit(".", 1)[-1] == "endpoint"]
-    return values if key.rsplit(".", 1)[-1] == "endpoint" and isinstance(values, list) else []
-
-
 def sweep_defaults(source: Source) -> dict[str, Any]:
     sweep = source.data.get("sweep") or {}
     if not isinstance(sweep, dict):
@@ -273,10 +280,15 @@ def sweep_defaults(source: Source) -> dict[str, Any]:
             raise source.error(f"unknown sweep setting; use {', '.join(sorted(SWEEP_KEYS))}", ("sweep", key))
     if "type" in sweep and sweep["type"] not in SWEEPS:
         raise source.error(f"unknown sweep type; known: {', '.join(sorted(SWEEPS))}", ("sweep", "type"))
-    for key in WHOLE_NUMBERS:
+    for key, (least, most) in SWEEP_LIMITS.items():  # the launch API's limits (engine/sweep.py)
         value = sweep.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
             raise source.error("must be a whole number", ("sweep", key))
+        if value < least or (most is not None and value > most):
+            span = f"from {least} to {most:,}" if most is not None else f"{least} or more"
+            raise source.error(f"must be a whole number {span}, not {value:,}", ("sweep", key))
     if not isinstance(sweep.get("options", {}), dict):
         raise source.error("must be an object", ("sweep", "options"))
     if sweep:
@@ -309,6 +321,10 @@ def dataset_rows(source: Source) -> list[Row] | None:
         return rows_from_file(source, dataset)
     if not isinstance(dataset, list):
         raise source.error("must be a list of {input, reference} rows or a CSV/JSONL path", ("dataset",))
+    try:
+        check_row_count(len(dataset))
+    except DatasetImportError as exc:
+        raise source.error(str(exc), ("dataset",)) from None
     return [inline_row(source, n, row) for n, row in enumerate(dataset)]
 
 
@@ -333,10 +349,14 @@ def inline_row(source: Source, n: int, row: Any) -> Row:
         or set(row) - {"input", "reference"}
     ):
         raise source.error("a row is {input: {...}, reference: text}", ("dataset", n))
-    reference = row.get("reference")
-    if has_nul(row):
-        raise source.error("text here may not contain NUL characters", ("dataset", n))
-    return Row(input=row.get("input") or {}, reference="" if reference is None else str(reference))
+    # The checks of a CSV/JSONL import (dataset_import): text reference, no NUL, JSON values, depth.
+    reference, variables = reference_text(row.get("reference")), row.get("input") or {}
+    if reference is None:
+        raise source.error("reference must be text", ("dataset", n, "reference"))
+    problem = row_problem(variables, reference)
+    if problem:
+        raise source.error(problem, ("dataset", n))
+    return Row(input=variables, reference=reference)
 
 
 # -- importing ----------------------------------------------------------------------

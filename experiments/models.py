@@ -60,7 +60,7 @@ class Experiment(models.Model):
         return self.name
 
     def clean(self) -> None:
-        extras = extra_params_for(self.project_id, self.endpoint, self.parameter_space)
+        extras = extra_params_for(self.project_id, self.endpoint, self.parameter_space, self.scorers)
         validate_experiment(
             self.pipeline, self.parameter_space, self.scorers, self.dataset_columns(), extra_params=extras
         )

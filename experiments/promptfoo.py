@@ -30,9 +30,17 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from endpoints.models import Endpoint
+from endpoints.serializers import EndpointSerializer
 from engine.templates import parse_template
 from engine.types import EngineError
-from experiments.definition import DefinitionError, Imported, Source, import_definition, load_definition
+from experiments.definition import (
+    NAME_LENGTH,
+    DefinitionError,
+    Imported,
+    Source,
+    import_definition,
+    load_definition,
+)
 
 OPENAI_URL = "https://api.openai.com/v1"
 STAGE = "main"
@@ -60,10 +68,43 @@ class Converted:
     endpoints: list[tuple[str, str]] = field(default_factory=list)  # (name, base URL) to create
 
 
+# -- shapes -------------------------------------------------------------------------
+def one_or_list(value: Any, where: str, what: str) -> list[Any]:
+    """promptfoo takes one entry or a list of them; anything else is refused, naming where."""
+    if value is None:
+        return []
+    if isinstance(value, str | dict):
+        return [value]
+    if not isinstance(value, list):
+        raise DefinitionError(f"must be {what}, not {type_name(value)}", where)
+    return value
+
+
+def mapping(value: Any, where: str, what: str = "an object") -> dict:
+    """An object where one is expected (None: empty); anything else is refused, naming where."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DefinitionError(f"must be {what}, not {type_name(value)}", where)
+    return value
+
+
+def listing(value: Any, where: str, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DefinitionError(f"must be {what}, not {type_name(value)}", where)
+    return value
+
+
+def type_name(value: Any) -> str:
+    names = {str: "text", dict: "an object", list: "a list", bool: "true/false", int: "a number"}
+    return names.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
+
+
 # -- prompts ------------------------------------------------------------------------
 def read_prompts(config: dict, base: Path | None, notes: list[Note]) -> list[dict[str, str]]:
-    raw = config.get("prompts") or []
-    raw = [raw] if isinstance(raw, str | dict) else raw
+    raw = one_or_list(config.get("prompts"), "prompts", "a prompt or a list of prompts")
     prompts: list[dict[str, str]] = []
     for n, entry in enumerate(raw):
         where = f"prompts[{n}]"
@@ -128,14 +169,15 @@ def templates_parse(prompt: dict[str, str], where: str, notes: list[Note]) -> bo
 
 # -- providers ----------------------------------------------------------------------
 def read_providers(config: dict, converted: Converted, project: Any) -> list[dict[str, Any]]:
-    raw = config.get("providers") or []
-    raw = [raw] if isinstance(raw, str | dict) else raw
+    raw = one_or_list(config.get("providers"), "providers", "a provider or a list of providers")
     bundles = []
     for n, entry in enumerate(raw):
         where = f"providers[{n}]"
         if isinstance(entry, dict) and "id" not in entry and len(entry) == 1:  # {id: {config}}
             ((pid, rest),) = entry.items()
-            entry = {"id": pid, **(rest or {})}
+            entry = {"id": pid, **mapping(rest, f"{where}.{pid}", "the provider's settings (an object)")}
+        if not isinstance(entry, str | dict):
+            raise DefinitionError(f"must be a provider id or {{id, config}}, not {type_name(entry)}", where)
         spec = {"id": entry} if isinstance(entry, str) else dict(entry)
         bundle = provider_bundle(spec, where, converted, project)
         if bundle:
@@ -149,12 +191,12 @@ def provider_bundle(spec: dict, where: str, converted: Converted, project: Any) 
     if not match or match[1] in ("chat", "completion", "embedding", "embeddings"):  # no model named
         converted.notes.append(Note(where, pid, "only openai:chat:<model> and openai:<model> providers map"))
         return None
-    for key in sorted(set(spec) - {"id", "label", "config"}):
+    for key in sorted(set(spec) - {"id", "label", "config"}, key=str):
         converted.notes.append(Note(f"{where}.{key}", key, "provider setting not imported"))
-    options = dict(spec.get("config") or {})
-    base_url = str(options.pop("apiBaseUrl", "") or options.pop("apiHost", "") or OPENAI_URL).rstrip("/")
+    options = dict(mapping(spec.get("config"), f"{where}.config", "an object of settings"))
+    base_url, at = provider_url(options, where)
     bundle: dict[str, Any] = {
-        "endpoint": endpoint_for(base_url, match[1], converted, project),
+        "endpoint": endpoint_for(base_url, at, converted, project),
         "model": match[1],
     }
     for key, value in options.items():
@@ -168,16 +210,49 @@ def provider_bundle(spec: dict, where: str, converted: Converted, project: Any) 
     return bundle
 
 
-def endpoint_for(base_url: str, model: str, converted: Converted, project: Any) -> str:
+def provider_url(options: dict[str, Any], where: str) -> tuple[str, str]:
+    """The base URL a provider calls, and where the config says it (for errors):
+    `apiBaseUrl`, else `apiHost` (a host name: https://<host>/v1, as promptfoo calls it)."""
+    if options.get("apiBaseUrl"):
+        return str(options.pop("apiBaseUrl")).rstrip("/"), f"{where}.config.apiBaseUrl"
+    host = str(options.pop("apiHost", "") or "").rstrip("/")
+    if not host:
+        return OPENAI_URL, where
+    url = host if "://" in host else f"https://{host}/v1"
+    return url, f"{where}.config.apiHost"
+
+
+def endpoint_for(base_url: str, where: str, converted: Converted, project: Any) -> str:
+    """The name of the project's endpoint at `base_url`, or of one to create: that one is
+    checked as the endpoints API checks it (scheme, URL length, name), refused naming `where`."""
     for endpoint in Endpoint.objects.filter(project=project).order_by("id"):
         if endpoint.base_url.rstrip("/") == base_url:
             return endpoint.name
     for name, url in converted.endpoints:
         if url == base_url:
             return name
-    name = unique_name(urlsplit(base_url).hostname or "endpoint", project, converted)
+    try:
+        host = urlsplit(base_url).hostname
+    except ValueError:
+        host = None
+    name = unique_name((host or "endpoint")[:NAME_ROOM], project, converted)
+    serializer = new_endpoint(name, base_url, project)
+    if not serializer.is_valid():
+        raise DefinitionError(f"no endpoint can be created for {base_url!r}: {refusal(serializer)}", where)
     converted.endpoints.append((name, base_url))
     return name
+
+
+NAME_ROOM = 90  # of an endpoint name's 100 characters: room for a "-<n>" suffix
+
+
+def new_endpoint(name: str, base_url: str, project: Any) -> EndpointSerializer:
+    """An endpoint, without a key, through the endpoints API's serializer (the caller checked the role)."""
+    return EndpointSerializer(data={"name": name, "base_url": base_url}, context={"project": project})
+
+
+def refusal(serializer: EndpointSerializer) -> str:
+    return "; ".join(f"{key}: {' '.join(map(str, errors))}" for key, errors in serializer.errors.items())
 
 
 def unique_name(host: str, project: Any, converted: Converted) -> str:
@@ -198,16 +273,23 @@ class Test:
 
 
 def read_tests(config: dict, base: Path | None, notes: list[Note]) -> list[Test]:
-    default = config.get("defaultTest") or {}
-    for key in sorted(set(default) - {"vars", "assert"}):
+    default = config.get("defaultTest")
+    if isinstance(default, str) and default.startswith("file://"):
+        notes.append(Note("defaultTest", default, "not imported: write the default test in the config"))
+        default = None
+    default = mapping(default, "defaultTest", "an object of vars and assert")
+    for key in sorted(set(default) - {"vars", "assert"}, key=str):
         notes.append(Note(f"defaultTest.{key}", key, "not imported"))
-    defaults = [(a, f"defaultTest.assert[{i}]") for i, a in enumerate(default.get("assert") or [])]
+    default_asserts = listing(default.get("assert"), "defaultTest.assert", "a list of assertions")
+    defaults = [(a, f"defaultTest.assert[{i}]") for i, a in enumerate(default_asserts)]
+    default_vars = mapping(default.get("vars"), "defaultTest.vars", "an object of variables")
     tests = []
-    for raw, where in test_entries(config.get("tests") or [], base, notes):
-        for key in sorted(set(raw) - {"vars", "assert"}):
+    for raw, where in test_entries(config.get("tests"), base, notes):
+        for key in sorted(set(raw) - {"vars", "assert"}, key=str):
             notes.append(Note(f"{where}.{key}", key, "not imported"))
-        own = [(a, f"{where}.assert[{i}]") for i, a in enumerate(raw.get("assert") or [])]
-        variables = {**(default.get("vars") or {}), **(raw.get("vars") or {})}
+        asserts = listing(raw.get("assert"), f"{where}.assert", "a list of assertions")
+        own = [(a, f"{where}.assert[{i}]") for i, a in enumerate(asserts)]
+        variables = {**default_vars, **mapping(raw.get("vars"), f"{where}.vars", "an object of variables")}
         for combination in expand_vars(var_files(variables, base, f"{where}.vars", notes)):
             tests.append(Test(combination, own + defaults))
     return tests
@@ -228,7 +310,9 @@ def var_files(variables: dict[str, Any], base: Path | None, where: str, notes: l
 
 
 def test_entries(tests: Any, base: Path | None, notes: list[Note]) -> list[tuple[dict, str]]:
-    tests = [tests] if isinstance(tests, str) else tests
+    if isinstance(tests, dict):
+        raise DefinitionError("must be a list of tests or a tests file", "tests")
+    tests = one_or_list(tests, "tests", "a list of tests or a tests file")
     entries: list[tuple[dict, str]] = []
     for n, entry in enumerate(tests):
         where = f"tests[{n}]"
@@ -236,18 +320,37 @@ def test_entries(tests: Any, base: Path | None, notes: list[Note]) -> list[tuple
             entries.append((entry, where))
         elif isinstance(entry, str):
             entries += tests_file(entry.removeprefix("file://"), base, where, notes)
+        else:
+            raise DefinitionError(f"a test is an object or a tests file, not {type_name(entry)}", where)
     return entries
 
 
 def tests_file(name: str, base: Path | None, where: str, notes: list[Note]) -> list[tuple[dict, str]]:
     text = read_relative(base, name, where)
     if name.endswith(".csv"):
-        return csv_tests(text, name)
+        try:
+            return csv_tests(text, name)
+        except csv.Error as exc:
+            raise DefinitionError(f"{name} is not valid CSV: {exc}", where) from None
     if name.endswith(".jsonl"):
         lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        return [(json.loads(line), f"{name} line {n}") for n, line in lines]
+        return [(jsonl_test(line, f"{name} line {n}"), f"{name} line {n}") for n, line in lines]
     notes.append(Note(where, name, "tests files are read from CSV or JSONL"))
     return []
+
+
+def jsonl_test(line: str, where: str) -> dict:
+    try:
+        test = json.loads(line, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise DefinitionError(f"not valid JSON ({exc.msg}, column {exc.colno})", where) from None
+    except (ValueError, RecursionError) as exc:  # NaN / Infinity, nesting past Python's limit
+        raise DefinitionError(f"not valid JSON ({exc or 'nested too deeply'})", where) from None
+    return mapping(test, where, "a test object {vars, assert}")
+
+
+def no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def csv_tests(text: str, name: str) -> list[tuple[dict, str]]:
@@ -384,7 +487,7 @@ def mappable(assertion: Any, where: str, notes: list[Note]) -> bool:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
         notes.append(Note(f"{where}.weight", kind, "a weight is a number, 0 or more"))
         return False
-    for key in sorted(set(assertion) - {"type", "value", "weight", "threshold"}):
+    for key in sorted(set(assertion) - {"type", "value", "weight", "threshold"}, key=str):
         notes.append(Note(f"{where}.{key}", key, "not imported"))
     if "threshold" in assertion and kind not in ("similar", "llm-rubric"):
         notes.append(Note(f"{where}.threshold", kind, "a threshold applies to similar and llm-rubric only"))
@@ -446,7 +549,7 @@ def convert(config: Any, project: Any, base: Path | None = None, name: str = "")
         raise DefinitionError("a promptfoo config is an object with prompts, providers and tests")
     converted = Converted({})
     notes = converted.notes
-    for key in sorted(set(config) - {"description", "prompts", "providers", "tests", "defaultTest"}):
+    for key in sorted(set(config) - {"description", "prompts", "providers", "tests", "defaultTest"}, key=str):
         notes.append(Note(key, key, "not imported"))
     prompts = read_prompts(config, base, notes)
     if not prompts:
@@ -460,7 +563,7 @@ def convert(config: Any, project: Any, base: Path | None = None, name: str = "")
     if len(prompts) > 1:
         space["prompt"] = prompts
     converted.definition = {
-        "name": str(config.get("description") or name or "promptfoo import"),
+        "name": experiment_name(config.get("description"), name),
         "endpoint": providers[0]["endpoint"],
         "pipeline": [{"name": STAGE, **prompts[0]}],
         "dataset": rows or [{"input": {}, "reference": ""}],
@@ -468,6 +571,17 @@ def convert(config: Any, project: Any, base: Path | None = None, name: str = "")
         "scorers": scorers,
     }
     return converted
+
+
+def field_path(field: str) -> tuple[str | int, ...]:
+    """`tests[0].vars` as the path (tests, 0, vars) its line is looked up by."""
+    return tuple(int(n) if n else key for n, key in re.findall(r"\[(\d+)\]|([^.\[\]]+)", field))
+
+
+def experiment_name(description: Any, stem: str) -> str:
+    """The config's description (its first line, cut to the 200 characters a name has), else the file's name."""
+    first = str(description or "").strip().split("\n", 1)[0].strip()
+    return (first or stem or "promptfoo import")[:NAME_LENGTH].strip()
 
 
 def import_promptfoo(
@@ -486,13 +600,17 @@ def import_promptfoo(
         try:
             converted = convert(source.data, project, base, stem)
         except DefinitionError as exc:
-            line = exc.line or source.line(tuple(exc.field.split(".")[:1]))
+            line = exc.line or source.line(field_path(exc.field))
             raise DefinitionError(exc.message, exc.field, line, file) from None
         if converted.endpoints and not create_endpoints:
             urls = ", ".join(url for _, url in converted.endpoints)
             raise PermissionDenied(f"The config needs new endpoints ({urls}); that takes the admin role.")
         for name, url in converted.endpoints:
-            Endpoint.objects.create(project=project, name=name, base_url=url)
+            serializer = new_endpoint(name, url, project)
+            if not serializer.is_valid():  # taken meanwhile
+                message = f"no endpoint can be created for {url!r}: {refusal(serializer)}"
+                raise DefinitionError(message, "providers", None, file)
+            serializer.save()
         imported = import_definition(Source(converted.definition, file), project, user, update)
     imported.notes = [asdict(note) for note in converted.notes]
     return imported

@@ -158,21 +158,27 @@ class ExperimentSerializer(ProjectOwnedSerializer):
         )
         chosen = attrs["endpoint"] if "endpoint" in attrs else (current.endpoint if current else None)
         project_id = project.pk if project is not None else None
-        try:
-            validate_experiment(*checked, extra_params=extra_params_for(project_id, chosen, space))
+        try:  # extra_params_for() also refuses an endpoint name the project lacks
+            validate_experiment(
+                *checked, extra_params=extra_params_for(project_id, chosen, space, checked[2])
+            )
         except DjangoValidationError as exc:
             if current is not None and chosen != current.endpoint:
-                before = extra_params_for(project_id, current.endpoint, space)
-                self.refuse_endpoint_change(checked, chosen, before, exc)
+                self.refuse_endpoint_change(checked, chosen, project_id, current.endpoint, exc)
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
 
     @staticmethod
     def refuse_endpoint_change(
-        checked: tuple, endpoint: Endpoint | None, before: frozenset[str], error: DjangoValidationError
+        checked: tuple,
+        endpoint: Endpoint | None,
+        project_id: int | None,
+        previous: Endpoint | None,
+        error: DjangoValidationError,
     ) -> None:
         """A parameter that only the previous endpoint took: the endpoint change is the mistake."""
         try:
+            before = extra_params_for(project_id, previous, checked[1], checked[2])
             validate_experiment(*checked, extra_params=before)
         except DjangoValidationError:
             return  # wrong with either endpoint: report it where it is

@@ -264,28 +264,72 @@ def stage_names_of(pipeline: Any) -> set[str]:
     return {s.get("name") for s in pipeline if isinstance(s, dict) and isinstance(s.get("name"), str)}
 
 
-def extra_params_for(project_id: int | None, endpoint: Endpoint | None, space: Any) -> frozenset[str]:
+def extra_params_for(
+    project_id: int | None, endpoint: Endpoint | None, space: Any, scorers: Any = ()
+) -> frozenset[str]:
     """The parameters beyond OpenAI's that an experiment may use: those its endpoint
     lists, and those of any endpoint its parameter space names. A launch checks each
-    stage against the one endpoint it calls (engine.params.check_configs)."""
-    names = set(endpoints_in_space(space))
+    stage against the one endpoint it calls (engine.params.check_configs).
+
+    Every endpoint the space or a judge (`scorers`) names must be one of the project's:
+    a ValidationError names the dimension or the scorer otherwise. Every path that saves
+    an experiment or launches a space asks this first, so each runs that check."""
+    references = endpoint_references(space, scorers)
+    names = {name for _, _, name in references}
     rows = (
         list(Endpoint.objects.filter(project_id=project_id, name__in=names)) if names and project_id else []
     )
-    rows += [endpoint] if endpoint is not None else []
-    return frozenset(name for row in rows for name in row.extra_params or [])
+    if project_id:
+        check_endpoints_exist(project_id, references, {row.name for row in rows})
+    in_space = set(endpoints_in_space(space))
+    chosen = [row for row in rows if row.name in in_space] + ([endpoint] if endpoint is not None else [])
+    return frozenset(name for row in chosen for name in row.extra_params or [])
 
 
-def endpoints_in_space(space: Any) -> list[str]:
-    """The endpoint names a parameter space can choose: `endpoint` values, and bundles' `endpoint` keys."""
-    found: list[str] = []
-    for key, values in (space if isinstance(space, dict) else {}).items():
-        if is_linked(key, values):
-            found += [str(v) for bundle in values for k, v in bundle.items() if _names_endpoint(k)]
-        elif _names_endpoint(key) and isinstance(values, list):
-            found += [str(v) for v in values]
+def check_endpoints_exist(project_id: int, references: list[tuple[str, str, str]], found: set[str]) -> None:
+    for field, where, name in references:
+        if name not in found:
+            known = Endpoint.objects.filter(project_id=project_id).values_list("name", flat=True)
+            listed = ", ".join(known) or "(none)"
+            raise ValidationError(
+                {field: f"{where}: no endpoint '{name}' in the project; its endpoints: {listed}."}
+            )
+
+
+def endpoint_references(space: Any, scorers: Any = ()) -> list[tuple[str, str, str]]:
+    """(field, where, name) of each endpoint the space can choose and each judge's endpoint."""
+    found = [("parameter_space", where, name) for where, name in space_endpoints(space)]
+    for index, scorer in enumerate(scorers if isinstance(scorers, list) else [], start=1):
+        config = scorer.get("config") if isinstance(scorer, dict) else None
+        name = config.get("endpoint") if isinstance(config, dict) else None
+        if name:
+            found.append(("scorers", f"Scorer {index} ({scorer.get('type')})", str(name)))
     return found
 
 
-def _names_endpoint(key: str) -> bool:
-    return key == "endpoint" or key.endswith(".endpoint")
+def space_endpoints(space: Any) -> list[tuple[str, str]]:
+    """(where, name) of the endpoints a parameter space can choose: `endpoint` values, and
+    bundles' `endpoint` keys. `where` starts with the key, as the definition loader reads it."""
+    found: list[tuple[str, str]] = []
+    for key, values in (space if isinstance(space, dict) else {}).items():
+        if not isinstance(key, str):
+            continue  # validate_space_key() refuses it
+        if is_linked(key, values):
+            found += [
+                (f"'{key}' bundle {n}", str(v))
+                for n, bundle in enumerate(values, start=1)
+                for k, v in bundle.items()
+                if _names_endpoint(k)
+            ]
+        elif _names_endpoint(key) and isinstance(values, list):
+            found += [(f"'{key}'", str(v)) for v in values]
+    return found
+
+
+def endpoints_in_space(space: Any) -> list[str]:
+    """The endpoint names a parameter space can choose."""
+    return [name for _, name in space_endpoints(space)]
+
+
+def _names_endpoint(key: Any) -> bool:
+    return isinstance(key, str) and (key == "endpoint" or key.endswith(".endpoint"))

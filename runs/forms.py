@@ -1,7 +1,7 @@
 from django import forms
 from django.conf import settings
 
-from engine.sweep import SWEEPS
+from engine.sweep import MAX_REPEATS, SWEEPS
 from experiments.models import Experiment
 from runs.serializers import SweepLaunchSerializer
 from runs.sweeps import Plan, SweepRequest
@@ -33,7 +33,10 @@ class LaunchForm(forms.Form):
     )
     seed = forms.IntegerField(required=False, help_text="The same seed draws the same configurations.")
     repeats = forms.IntegerField(
-        min_value=1, max_value=100, initial=1, help_text="Times each item is asked, to measure the spread."
+        min_value=1,
+        max_value=MAX_REPEATS,
+        initial=1,
+        help_text="Times each item is asked, to measure the spread.",
     )
     max_concurrent = forms.IntegerField(
         label="Concurrency",

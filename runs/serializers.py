@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine.runner import RunFailure
+from engine.sweep import MAX_CONCURRENT, MAX_REPEATS, MAX_SEED, MAX_TOKEN_BUDGET
 from experiments.models import DatasetItem, Experiment
 from experiments.serializers import JSONValueField, ParameterSpaceField
 from experiments.validation import extra_params_for, validate_parameter_space
@@ -15,8 +16,6 @@ from runs.export import resolved_stages
 from runs.models import Run, RunStatus, Score, StageResult, Sweep, SweepStatus, SweepType
 from runs.racing import race_summary
 from runs.sweeps import Plan, SweepRequest, SweepRequestError, plan_sweep
-
-MAX_SEED = 2**32 - 1
 
 
 # -- sweeps -------------------------------------------------------------------------
@@ -117,15 +116,15 @@ class SweepLaunchSerializer(serializers.Serializer):
     n_samples = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="Configurations to try (random, guided)."
     )
-    max_concurrent = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    max_concurrent = serializers.IntegerField(required=False, min_value=1, max_value=MAX_CONCURRENT)
     max_tokens = serializers.IntegerField(
-        required=False, min_value=1, max_value=10**12, help_text="Token budget."
+        required=False, min_value=1, max_value=MAX_TOKEN_BUDGET, help_text="Token budget."
     )
     max_cost = serializers.FloatField(
         required=False, allow_null=True, min_value=0.000001, max_value=10**9, help_text="Budget in CURRENCY."
     )
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
-    repeats = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100)
+    repeats = serializers.IntegerField(required=False, default=1, min_value=1, max_value=MAX_REPEATS)
     options = serializers.DictField(
         required=False,
         help_text="Guided sweeps: top_k, initial, exploit_ratio, round_size; "

@@ -116,3 +116,137 @@ def test_an_update_while_a_sweep_runs_is_a_409_and_changes_nothing(api, experime
     assert response.status_code == 409 and "stop it before changing" in response.json()["detail"]
     experiment.refresh_from_db()
     assert experiment.description == "Capitals, linked"
+
+
+PROMPT = "prompts: ['Hi {{ name }}']\n"
+TESTS = "tests: [{vars: {name: a}}]\n"
+PROVIDER = "providers: [{id: 'openai:chat:m', config: {apiBaseUrl: 'http://127.0.0.1:9/v1'}}]\n"
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "says"),
+    [
+        (PROMPT + PROVIDER + "tests: [{vars: [a]}]\n", "tests[0].vars", "must be an object of variables"),
+        (PROMPT + PROVIDER + "tests: 5\n", "tests", "must be a list of tests or a tests file, not a number"),
+        (PROMPT + PROVIDER + "tests: [7]\n", "tests[0]", "a test is an object or a tests file"),
+        (PROMPT + PROVIDER + "tests: [{vars: {name: a}, assert: x}]\n", "tests[0].assert", "a list of"),
+        (PROMPT + PROVIDER + "defaultTest: [a]\n", "defaultTest", "must be an object of vars and assert"),
+        (PROMPT + PROVIDER + "defaultTest: {vars: 3}\n", "defaultTest.vars", "an object of variables"),
+        (PROMPT + "providers: [{id: 'openai:chat:m', config: x}]\n", "providers[0].config", "an object"),
+        (PROMPT + "providers: [{'openai:chat:m': 5}]\n", "providers[0].openai:chat:m", "an object"),
+        (PROMPT + "providers: [[openai:chat:m]]\n", "providers[0]", "a provider id or {id, config}"),
+        (PROMPT + "providers: 3\n", "providers", "a provider or a list of providers"),
+        ("prompts: 3\n" + PROVIDER, "prompts", "a prompt or a list of prompts"),
+    ],
+)
+def test_a_promptfoo_config_of_the_wrong_shape_is_a_400_naming_the_place(api, alice, config, field, says):
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 400, response.content
+    message = response.json()[field][0]
+    assert f"{field}: " in message and says in message
+    assert not Experiment.objects.exists() and not Endpoint.objects.exists()
+
+
+def test_a_default_test_from_a_file_is_listed_as_not_imported(api, alice):
+    config = PROMPT + PROVIDER + "defaultTest: file://defaults.yaml\ntests: [{vars: {name: a}}]\n"
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert response.json()["unmapped"] == [
+        {
+            "location": "defaultTest",
+            "item": "file://defaults.yaml",
+            "reason": "not imported: write the default test in the config",
+        }
+    ]
+
+
+def provider_at(url: str) -> str:
+    return (
+        PROMPT
+        + f"providers:\n  - id: openai:chat:m\n    config: {{apiBaseUrl: '{url}'}}\ntests: [{{vars: {{name: a}}}}]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ftp://models.example/v1", "base_url: Use an http:// or https:// URL"),
+        ("http://127.0.0.1:9/" + "v" * 600, "base_url: Ensure this field has no more than 500 characters"),
+        ("http://[::1/v1", "base_url: Enter a valid URL"),
+    ],
+)
+def test_a_promptfoo_provider_whose_endpoint_the_api_would_refuse_is_a_400_naming_it(api, alice, url, says):
+    response = import_(api, provider_at(url), "?format=promptfoo")
+    assert response.status_code == 400, response.content
+    message = response.json()["providers[0].config.apiBaseUrl"][0]
+    assert message.startswith("4: providers[0].config.apiBaseUrl: no endpoint can be created")
+    assert says in message
+    assert not Endpoint.objects.exists() and not Experiment.objects.exists()
+
+
+def test_a_promptfoo_provider_on_a_long_host_name_gets_an_endpoint_name_that_fits(api, alice):
+    host = ".".join(["a" * 60] * 3)  # 182 characters: a valid host name, too long for an endpoint name
+    response = import_(api, provider_at(f"https://{host}/v1"), "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    response = import_(api, provider_at(f"https://{host}/v2"), "?format=promptfoo&update=true")
+    assert response.status_code == 200, response.json()
+    assert list(Endpoint.objects.order_by("id").values_list("name", "base_url")) == [
+        (host[:90], f"https://{host}/v1"),
+        (f"{host[:90]}-2", f"https://{host}/v2"),
+    ]
+
+
+def test_a_promptfoo_api_host_is_called_over_https(api, alice):
+    config = PROMPT + "providers: [{id: 'openai:chat:m', config: {apiHost: models.example}}]\n" + TESTS
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert Endpoint.objects.get().base_url == "https://models.example/v1"
+    response = import_(
+        api,
+        PROMPT + "providers: [{id: 'openai:chat:m', config: {apiHost: 'a b'}}]\n",
+        "?format=promptfoo&update=true",
+    )
+    assert response.status_code == 400
+    assert "Enter a valid URL" in response.json()["providers[0].config.apiHost"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\ndataset:\n  - {input: {a: .nan}}\n",
+            "dataset.0",
+            "nan is not",
+        ),
+        (
+            "name: " + "n" * 300 + "\npipeline: [{name: a, user: hi}]\n",
+            "name",
+            "at most 200 characters, not 300",
+        ),
+        ("name: x\npipeline: [{name: a, user: hi}]\nsweep: {repeats: 0}\n", "sweep.repeats", "from 1 to 100"),
+        (
+            "name: x\npipeline: [{name: a, user: '{{ q }}'}]\ndataset: [{input: {a: 1}}]\n",
+            "pipeline",
+            "uses {{ q }}, which no dataset column",
+        ),
+    ],
+)
+def test_a_definition_the_experiments_api_would_refuse_is_a_400(api, alice, body, field, says):
+    response = import_(api, body)
+    assert response.status_code == 400, response.content
+    assert says in response.json()[field][0]
+    assert not Experiment.objects.exists()
+
+
+def test_a_long_promptfoo_description_names_the_experiment_by_its_first_200_characters(api, alice):
+    config = "description: " + "d" * 250 + "\n" + provider_at("http://127.0.0.1:9/v1")
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 201, response.json()
+    assert Experiment.objects.get().name == "d" * 200
+
+
+def test_a_promptfoo_prompt_reading_a_variable_no_test_sets_is_a_400(api, alice):
+    config = provider_at("http://127.0.0.1:9/v1").replace("{name: a}", "{nome: a}")
+    response = import_(api, config, "?format=promptfoo")
+    assert response.status_code == 400
+    assert "uses {{ name }}, which no dataset column" in response.json()["pipeline"][0]

@@ -256,3 +256,83 @@ def test_a_server_parameter_imports_only_onto_an_endpoint_that_lists_it():
     endpoint.save()
     imported = import_definition(load_definition(text, "exp.yaml"), project).experiment
     assert imported.pipeline[0]["params"] == {"min_p": 0.05}
+
+
+ONE_STAGE = "name: x\npipeline: [{name: a, user: 'Say {{ question }}'}]\n"
+ROW = "dataset:\n  - {input: {question: hi}}\n"
+MAX_SEED = 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        (
+            ONE_STAGE + "dataset:\n  - {input: {query: hi}}\n",
+            2,
+            "pipeline",
+            "Stage 'a' user template uses {{ question }}, which no dataset column",
+        ),
+        ("name: " + "n" * 201 + "\npipeline: [{name: a, user: hi}]\n", 1, "name", "at most 200 characters"),
+        (ONE_STAGE + ROW + "sweep: {type: random, n_samples: 0}\n", 5, "sweep.n_samples", "1 or more, not 0"),
+        (ONE_STAGE + ROW + "sweep: {repeats: 0}\n", 5, "sweep.repeats", "from 1 to 100, not 0"),
+        (ONE_STAGE + ROW + "sweep: {repeats: 101}\n", 5, "sweep.repeats", "from 1 to 100, not 101"),
+        (ONE_STAGE + ROW + "sweep: {max_concurrent: 0}\n", 5, "sweep.max_concurrent", "from 1 to 1,000"),
+        (ONE_STAGE + ROW + "sweep: {max_concurrent: 1001}\n", 5, "sweep.max_concurrent", "not 1,001"),
+        (ONE_STAGE + ROW + "sweep: {max_tokens: 0}\n", 5, "sweep.max_tokens", "from 1 to"),
+        (ONE_STAGE + ROW + f"sweep: {{seed: {MAX_SEED + 1}}}\n", 5, "sweep.seed", f"to {MAX_SEED:,}"),
+        (ONE_STAGE + "dataset:\n  - {input: {question: .nan}}\n", 4, "dataset.0", "nan is not a JSON number"),
+        (ONE_STAGE + "dataset:\n  - {input: {question: 2024-05-01}}\n", 4, "dataset.0", "not a JSON value"),
+        (
+            ONE_STAGE + "dataset:\n  - {input: {question: " + "[" * 40 + "]" * 40 + "}}\n",
+            4,
+            "dataset.0",
+            "nested",
+        ),
+        (
+            ONE_STAGE + "dataset:\n  - {input: {question: hi}, reference: {a: 1}}\n",
+            4,
+            "dataset.0.reference",
+            "reference must be text",
+        ),
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\nparameter_space:\n  model: [.nan]\n",
+            3,
+            "parameter_space",
+            "nan is not a JSON number",
+        ),
+        (
+            "name: x\npipeline: [{name: a, user: hi}]\nscorers:\n"
+            "  - {type: format, config: {check: structure, schema: {a: .inf}}}\n",
+            3,
+            "scorers",
+            "inf is not a JSON number",
+        ),
+    ],
+)
+def test_what_the_api_refuses_the_import_refuses_too(text, line, field, words):
+    with pytest.raises(DefinitionError) as info:
+        import_definition(load_definition(text, "exp.yaml"), make_project())
+    assert (info.value.line, info.value.field) == (line, field), str(info.value)
+    assert words in str(info.value) and str(info.value).startswith(f"exp.yaml:{line}:")
+    assert not Experiment.objects.exists()
+
+
+def test_an_inline_dataset_over_the_import_limit_is_refused():
+    rows = ", ".join(["{input: {question: hi}}"] * 10_001)
+    with pytest.raises(
+        DefinitionError, match=r"exp.yaml:3: dataset: The dataset has 10,001 rows; at most 10,000"
+    ):
+        import_definition(load_definition(ONE_STAGE + f"dataset: [{rows}]\n", "exp.yaml"), make_project())
+
+
+def test_an_update_without_a_dataset_is_checked_against_the_rows_it_keeps():
+    project = make_project()
+    import_definition(load_definition(ONE_STAGE + ROW, "exp.yaml"), project)
+    changed = "name: x\npipeline: [{name: a, user: 'Say {{ topic }}'}]\n"
+    with pytest.raises(
+        DefinitionError, match=r"exp.yaml:2: pipeline: Stage 'a' user template uses \{\{ topic \}\}"
+    ):
+        import_definition(load_definition(changed, "exp.yaml"), project, update=True)
+    kept = "name: x\npipeline: [{name: a, user: 'Ask {{ question }}'}]\n"
+    assert import_definition(load_definition(kept, "exp.yaml"), project, update=True).created is False
+    assert Experiment.objects.get().pipeline[0]["user"] == "Ask {{ question }}"

@@ -92,3 +92,14 @@ def test_a_promptfoo_config_lists_what_was_not_imported(files):
     out = run(files / "promptfooconfig.yaml", "--format", "promptfoo")
     assert "not imported: tests[0].assert[0]: python (no PromptLooper scorer does this)" in out
     assert "Created experiment 'promptfooconfig'" in out
+
+
+def test_sweep_defaults_a_launch_would_refuse_stop_the_import_with_one_line(files):
+    make_endpoint("local", project=make_project())
+    (files / "exp.yaml").write_text(DEFINITION + "sweep: {type: grid, repeats: 101}\n")
+    with pytest.raises(CommandError) as info:
+        run(files / "exp.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"{files / 'exp.yaml'}:13: sweep.repeats: must be a whole number from 1 to 100, not 101"
+    assert not Experiment.objects.exists()

@@ -4,6 +4,7 @@ endpoints matched by base URL, tests dataset rows, assertions scorers; what does
 map is listed with its location."""
 
 import json
+import re
 
 import pytest
 
@@ -384,3 +385,25 @@ def test_file_variables_are_read_and_stray_thresholds_and_bad_weights_are_listed
     ]
     assert [s["type"] for s in imported.experiment.scorers] == ["keyword"]
     assert best(sweep(imported.experiment)).weighted_score == 1.0
+
+
+BAD_JSONL_TESTS = """\
+prompts: ["Capital of {{country}}?"]
+providers: [{id: "openai:chat:strong", config: {apiBaseUrl: STUB}}]
+tests:
+  - file://tests.jsonl
+"""
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ('{"vars": {"country": "France"}}\n{"vars": {"country": \n', "tests.jsonl line 2: not valid JSON"),
+        ('{"vars": {"country": NaN}}\n', "tests.jsonl line 1: not valid JSON (NaN is not a JSON number)"),
+        ('{"vars": {"country": "France"}}\n\n["France"]\n', "tests.jsonl line 3: must be a test object"),
+    ],
+)
+def test_a_bad_line_of_a_jsonl_tests_file_is_refused_naming_it(tmp_path, stub, lines, says):
+    with pytest.raises(DefinitionError, match=r"promptfooconfig.yaml:3: " + re.escape(says)):
+        load(tmp_path, BAD_JSONL_TESTS, stub, {"tests.jsonl": lines})
+    assert not Endpoint.objects.exists()
