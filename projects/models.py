@@ -59,13 +59,6 @@ def new_cache_namespace() -> str:
     return secrets.token_hex(16)
 
 
-class ProjectQuerySet(models.QuerySet):
-    def for_user(self, user: Any) -> ProjectQuerySet:
-        if not getattr(user, "is_authenticated", False):
-            return self.none()
-        return self.filter(memberships__user=user)
-
-
 class Project(models.Model):
     name = models.CharField(max_length=200)
     # Mixed into every response-cache key of the project's calls, so one team cannot
@@ -73,8 +66,6 @@ class Project(models.Model):
     # by everything cached before projects existed (the "Default" project keeps it).
     cache_namespace = models.CharField(max_length=64, blank=True, default=new_cache_namespace, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ProjectQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "id"]

@@ -2,7 +2,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from projects.access import check_role
+from projects.access import check_role, visible
 from projects.models import Membership, NoSuchUser, Project, Role, user_named
 
 
@@ -68,7 +68,7 @@ class ProjectOwnedSerializer(serializers.ModelSerializer):
             self.fields["project"].queryset = Project.objects.filter(pk=self.context["project"].pk)
             return
         user = getattr(self.context.get("request"), "user", None)
-        self.fields["project"].queryset = Project.objects.for_user(user)
+        self.fields["project"].queryset = visible(Project.objects.all(), user)
 
     def my_projects(self) -> Any:
         return self.fields["project"].queryset
