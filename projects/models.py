@@ -31,6 +31,11 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
 
 
+def role_allows(role: str | None, required: str) -> bool:
+    """Whether `role` (None: not a member) is at least `required`."""
+    return role is not None and Role(role).allows(required)
+
+
 class MembershipError(Exception):
     """A change to a project's members that its rules refuse; the message says what to do."""
 
