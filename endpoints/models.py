@@ -1,4 +1,6 @@
+import asyncio
 import json
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -7,8 +9,12 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from endpoints import crypto
+from engine.adapters import ConnectionReport, create_adapter
 from engine.params import extra_name_problem
-from engine.types import EndpointConfig
+from engine.types import EndpointConfig, EngineError
+
+# A button waits for the connection test: never as long as a slow generation may take.
+TEST_TIMEOUT_S = 15.0
 
 
 def url_origin(url: str) -> tuple[str, str, int | None]:
@@ -187,6 +193,37 @@ class Endpoint(models.Model):
         except crypto.DecryptionError as exc:
             problems["extra_headers"] = str(exc)
         return problems
+
+    def test_connection(self) -> dict[str, Any]:
+        """Ask the endpoint for its models: a ConnectionReport plus `problems`, by field,
+        when what is stored cannot make a request at all (then nothing is sent).
+        A failure is a report, never an exception."""
+        problems = self.connection_problems()
+        if problems:
+            error = " ".join(problems.values())
+            return {
+                "ok": False,
+                "status": None,
+                "models": [],
+                "latency_ms": 0.0,
+                "error": error,
+                "problems": problems,
+            }
+        config = self.engine_config()
+        config.timeout_s = min(config.timeout_s, TEST_TIMEOUT_S)
+
+        async def probe() -> ConnectionReport:
+            async with create_adapter(config) as adapter:
+                return await adapter.test_connection()
+
+        try:
+            # Sync views run outside any event loop (WSGI, or ASGI's worker thread).
+            report = asyncio.run(probe())
+        except EngineError as exc:  # e.g. an adapter that is no longer installed
+            report = ConnectionReport(ok=False, status=None, models=[], latency_ms=0.0, error=str(exc))
+        return {**report, "problems": {}}
+
+    test_connection.__test__ = False  # not a pytest test, whatever its name
 
 
 def header_value_problem(value: str) -> str | None:

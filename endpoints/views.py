@@ -6,7 +6,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from endpoints.api import test_connection
 from endpoints.forms import EndpointForm
 from endpoints.models import Endpoint
 from projects.access import check_role, get_for_user
@@ -40,10 +39,11 @@ def _edit(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         endpoint = form.save()
         messages.success(request, f"Saved endpoint '{endpoint.name}'.")
-        if form.forgot_secrets and not endpoint.has_api_key:
+        if form.forgot_secrets:
             messages.warning(
                 request,
-                "The base URL moved to another host: the stored key was cleared, and any extra headers.",
+                "The base URL moved to another host: the key and extra headers stored for the old host "
+                "were cleared (a key entered now is kept). Enter again what the new host needs.",
             )
         return redirect("ui:endpoint_edit", pk=endpoint.pk)
     context = {"form": form, "endpoint": endpoint, "nav": "endpoints"}
@@ -54,10 +54,7 @@ def _edit(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
 @require_POST
 def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
     endpoint = get_for_user(Endpoint, request.user, Role.EDITOR, pk=pk)
-    problems = endpoint.connection_problems()
-    report = (
-        test_connection(endpoint) if not problems else {"ok": False, "error": " ".join(problems.values())}
-    )
+    report = endpoint.test_connection()
     if report["ok"]:
         models = ", ".join(report["models"]) or "none listed"
         messages.success(

@@ -49,15 +49,3 @@ def get_for_user(queryset: QuerySet[M] | type[M], user: Any, role: str = Role.VI
     obj = get_object_or_404(visible(queryset, user), **lookup)
     check_role(obj.member_role, role)
     return obj
-
-
-def role_in(project: Project | int, user: Any) -> Role | None:
-    project_id = project.pk if isinstance(project, Project) else project
-    if not getattr(user, "is_authenticated", False):
-        return None
-    role = Membership.objects.filter(user=user, project_id=project_id).values_list("role", flat=True).first()
-    return Role(role) if role else None
-
-
-def require_role(project: Project | int, user: Any, role: str) -> None:
-    check_role(role_in(project, user), role)

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from projects.access import check_role, visible
-from projects.models import Membership, Project, Role
+from projects.models import AlreadyMember, LastAdmin, Project, Role
 from projects.serializers import (
     AddMemberSerializer,
     ChangeRoleSerializer,
@@ -108,10 +108,12 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
         check_role(project.member_role, Role.ADMIN)
         serializer = AddMemberSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user, role = serializer.validated_data["username"], serializer.validated_data["role"]
-        if project.memberships.filter(user=user).exists():
-            raise Conflict(f"{user.username} is already a member; change their role instead.")
-        membership = project.memberships.create(user=user, role=role)
+        try:
+            membership = project.add_member(
+                serializer.validated_data["username"], serializer.validated_data["role"]
+            )
+        except AlreadyMember as error:
+            raise Conflict(str(error)) from None
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["patch"], request=ChangeRoleSerializer, responses=MemberSerializer)
@@ -122,19 +124,13 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
         membership = project.memberships.select_related("user").filter(user_id=user_id).first()
         if membership is None:
             return Response({"detail": "No such member."}, status=status.HTTP_404_NOT_FOUND)
-        if request.method == "DELETE":
-            refuse_last_admin(membership, "remove")
-            membership.delete()
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        serializer = ChangeRoleSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        if serializer.validated_data["role"] != Role.ADMIN:
-            refuse_last_admin(membership, "demote")
-        membership.role = serializer.validated_data["role"]
-        membership.save(update_fields=["role"])
+        try:
+            if request.method == "DELETE":
+                membership.remove()
+                return Response(status=status.HTTP_204_NO_CONTENT)
+            serializer = ChangeRoleSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            membership.change_role(serializer.validated_data["role"])
+        except LastAdmin as error:
+            raise Conflict(str(error)) from None
         return Response(MemberSerializer(membership).data)
-
-
-def refuse_last_admin(membership: Membership, verb: str) -> None:
-    if membership.is_last_admin:
-        raise Conflict(f"Cannot {verb} the project's last admin; make someone else admin first.")

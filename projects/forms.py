@@ -1,7 +1,6 @@
 from django import forms
-from django.contrib.auth import get_user_model
 
-from projects.models import Role
+from projects.models import NoSuchUser, Role, user_named
 
 
 class ProjectForm(forms.Form):
@@ -13,11 +12,10 @@ class AddMemberForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
 
     def clean_username(self):
-        username = self.cleaned_data["username"]
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise forms.ValidationError(f"No user named '{username}'; an administrator creates accounts.")
-        return user
+        try:
+            return user_named(self.cleaned_data["username"])
+        except NoSuchUser as error:
+            raise forms.ValidationError(str(error)) from None
 
 
 class ChangeMemberForm(forms.Form):

@@ -11,7 +11,8 @@ import secrets
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, models, transaction
 
 
 class Role(models.TextChoices):
@@ -30,15 +31,37 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
 
 
+def role_allows(role: str | None, required: str) -> bool:
+    """Whether `role` (None: not a member) is at least `required`."""
+    return role is not None and Role(role).allows(required)
+
+
+class MembershipError(Exception):
+    """A change to a project's members that its rules refuse; the message says what to do."""
+
+
+class NoSuchUser(MembershipError):
+    pass
+
+
+class AlreadyMember(MembershipError):
+    pass
+
+
+class LastAdmin(MembershipError):
+    pass
+
+
+def user_named(username: str) -> Any:
+    """The account called `username`: members are added by name, from the accounts that exist."""
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise NoSuchUser(f"No user named '{username}'; an administrator creates accounts.")
+    return user
+
+
 def new_cache_namespace() -> str:
     return secrets.token_hex(16)
-
-
-class ProjectQuerySet(models.QuerySet):
-    def for_user(self, user: Any) -> ProjectQuerySet:
-        if not getattr(user, "is_authenticated", False):
-            return self.none()
-        return self.filter(memberships__user=user)
 
 
 class Project(models.Model):
@@ -48,8 +71,6 @@ class Project(models.Model):
     # by everything cached before projects existed (the "Default" project keeps it).
     cache_namespace = models.CharField(max_length=64, blank=True, default=new_cache_namespace, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ProjectQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "id"]
@@ -74,8 +95,15 @@ class Project(models.Model):
     def effective_cache_namespace(self) -> str:
         return "" if settings.CACHE_SHARED_ACROSS_PROJECTS else self.cache_namespace
 
-    def admin_count(self) -> int:
-        return self.memberships.filter(role=Role.ADMIN).count()
+    def add_member(self, user: Any, role: str) -> Membership:
+        """Make `user` a member; AlreadyMember if they are one (also when two adds race)."""
+        try:
+            with transaction.atomic():
+                return self.memberships.create(user=user, role=role)
+        except IntegrityError:
+            if not self.memberships.filter(user=user).exists():
+                raise
+            raise AlreadyMember(f"{user.username} is already a member; change their role instead.") from None
 
 
 class Membership(models.Model):
@@ -93,6 +121,28 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} is {self.role} of {self.project}"
 
-    @property
-    def is_last_admin(self) -> bool:
-        return self.role == Role.ADMIN and self.project.admin_count() == 1
+    @transaction.atomic
+    def change_role(self, role: str) -> None:
+        if role != Role.ADMIN:
+            self._refuse_last_admin("demote")
+        self.role = role
+        self.save(update_fields=["role"])
+
+    @transaction.atomic
+    def remove(self) -> None:
+        self._refuse_last_admin("remove")
+        self.delete()
+
+    def _refuse_last_admin(self, verb: str) -> None:
+        """A project keeps at least one admin. The project's admin rows are locked while
+        counting, so two admins demoting (or removing) each other at once cannot both pass:
+        the second waits for the first and then counts what it left."""
+        admins = list(
+            Membership.objects.select_for_update()
+            .filter(project_id=self.project_id, role=Role.ADMIN)
+            .values_list("pk", flat=True)
+        )
+        if admins == [self.pk]:
+            raise LastAdmin(
+                f"The project needs an admin: make someone else admin first, then {verb} this one."
+            )

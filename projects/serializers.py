@@ -1,10 +1,9 @@
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from projects.access import check_role
-from projects.models import Membership, Project, Role
+from projects.access import check_role, visible
+from projects.models import Membership, NoSuchUser, Project, Role, user_named
 
 
 class StrictCharField(serializers.CharField):
@@ -42,10 +41,10 @@ class AddMemberSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
 
     def validate_username(self, value: str) -> Any:
-        user = get_user_model().objects.filter(username=value).first()
-        if user is None:
-            raise serializers.ValidationError(f"No user named '{value}'; an administrator creates accounts.")
-        return user
+        try:
+            return user_named(value)
+        except NoSuchUser as error:
+            raise serializers.ValidationError(str(error)) from None
 
 
 class ChangeRoleSerializer(serializers.Serializer):
@@ -69,7 +68,7 @@ class ProjectOwnedSerializer(serializers.ModelSerializer):
             self.fields["project"].queryset = Project.objects.filter(pk=self.context["project"].pk)
             return
         user = getattr(self.context.get("request"), "user", None)
-        self.fields["project"].queryset = Project.objects.for_user(user)
+        self.fields["project"].queryset = visible(Project.objects.all(), user)
 
     def my_projects(self) -> Any:
         return self.fields["project"].queryset

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from projects.access import get_for_user, visible
 from projects.forms import AddMemberForm, ChangeMemberForm, ProjectForm
-from projects.models import Project, Role
+from projects.models import AlreadyMember, LastAdmin, Project, Role
 
 SESSION_KEY = "project_id"
 
@@ -64,10 +64,11 @@ def members(request: HttpRequest, pk: int) -> HttpResponse:
     form = AddMemberForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.cleaned_data["username"]
-        if project.memberships.filter(user=user).exists():
-            form.add_error("username", f"{user.username} is already a member; change their role below.")
+        try:
+            project.add_member(user, form.cleaned_data["role"])
+        except AlreadyMember as error:
+            form.add_error("username", str(error))
         else:
-            project.memberships.create(user=user, role=form.cleaned_data["role"])
             messages.success(request, f"Added {user.username} as {form.cleaned_data['role']}.")
             return redirect("ui:members", pk=pk)
     context = {
@@ -91,15 +92,15 @@ def member_change(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
         return redirect("ui:members", pk=pk)
     role = form.cleaned_data["role"]
     name = membership.user.username
-    if (form.cleaned_data["remove"] or role != Role.ADMIN) and membership.is_last_admin:
-        messages.error(request, "The project needs an admin: make someone else admin first.")
-    elif form.cleaned_data["remove"]:
-        membership.delete()
-        messages.success(request, f"Removed {name} from the project.")
-    elif role:
-        membership.role = role
-        membership.save(update_fields=["role"])
-        messages.success(request, f"{name} is now {role}.")
+    try:
+        if form.cleaned_data["remove"]:
+            membership.remove()
+            messages.success(request, f"Removed {name} from the project.")
+        elif role:
+            membership.change_role(role)
+            messages.success(request, f"{name} is now {role}.")
+    except LastAdmin as error:
+        messages.error(request, str(error))
     return redirect("ui:members", pk=pk)
 
 

@@ -7,6 +7,11 @@ messages for a slow client (over capacity), so once a burst has settled the
 consumer reads the bus once more. Each connection sends every id once, in
 increasing order: a client that reconnects with `?after=<last id it saw>` loses
 none and sees none twice.
+
+Access is checked at connect and again whenever one of the user's memberships is
+deleted: every stream of the user also joins the user's own group, told then to
+look again. A stream the user may no longer watch closes with 4404; the all-events
+stream reads again which experiments it may show.
 """
 
 from __future__ import annotations
@@ -17,12 +22,18 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from engine.events import Event
 from experiments.models import Experiment
 from projects.access import visible
+from projects.models import Membership
 from runs.events import ALL_EVENTS_GROUP, event_bus, experiment_group, register_loop
 
 logger = logging.getLogger(__name__)
@@ -30,6 +41,14 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401  # 4000-4999 are the application's; 401 as in HTTP
 CLOSE_NOT_FOUND = 4404  # an experiment outside the user's projects: as if it did not exist
 SETTLE_S = 0.5  # quiet time after the last message before the bus is read again
+
+# The loop the consumers run on: in-memory layer messages must be sent on it.
+_consumer_loop: asyncio.AbstractEventLoop | None = None
+
+
+def member_group(user_id: int) -> str:
+    """Every live stream of one user: told when that user's access shrinks."""
+    return f"member-{user_id}"
 
 
 class EventStreamConsumer(AsyncJsonWebsocketConsumer):
@@ -42,7 +61,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     async def allowed(self) -> bool:
-        """Whether the user may watch this stream at all (checked once, at connect)."""
+        """Whether the user may watch this stream at all (at connect, and again when
+        one of the user's memberships is deleted)."""
         return True
 
     def shown(self, event: dict[str, Any]) -> bool:
@@ -59,20 +79,36 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
+        global _consumer_loop
+        _consumer_loop = asyncio.get_running_loop()
+        # The user's own group before the check: a removal from then on reaches this stream.
+        await self.channel_layer.group_add(member_group(user.pk), self.channel_name)
         if not await self.allowed():
+            await self.channel_layer.group_discard(member_group(user.pk), self.channel_name)
             await self.refuse(CLOSE_NOT_FOUND)
             return
         self.last_id = after_query(self.scope)
         self.sending = asyncio.Lock()  # one reader-and-sender at a time keeps ids in order
         self.settle_at = 0.0
         self.settler: asyncio.Task | None = None
+        self.revoked = False
         register_loop()
         # Join before reading the bus: an event is stored before it is forwarded,
         # so every event is either in the replay or arrives on the group (or both).
-        self.groups = [self.group_name()]
-        await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        self.groups = [member_group(user.pk), self.group_name()]
+        await self.channel_layer.group_add(self.group_name(), self.channel_name)
         await self.accept()
         await self.send_events(await self.read_after(self.last_id))
+
+    async def access_changed(self, message: dict[str, Any]) -> None:
+        """One of the user's memberships was deleted: look again, close if now refused."""
+        if getattr(self, "revoked", True):  # refused at connect: nothing to close
+            return
+        if not await self.allowed():
+            self.revoked = True
+            for group in self.groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            await self.close(code=CLOSE_NOT_FOUND)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "settler", None) is not None:
@@ -113,6 +149,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         return [event.to_dict() for event in events]
 
     async def send_events(self, events: list[dict[str, Any]]) -> None:
+        if getattr(self, "revoked", False):
+            return
         for event in events:
             if event["id"] > self.last_id:
                 if self.shown(event):
@@ -168,6 +206,37 @@ class AllEventsConsumer(EventStreamConsumer):
 
     def read_bus(self, after_id: int) -> list[Event]:
         return event_bus().recent_all(after_id)
+
+
+@receiver(post_delete, sender=Membership, dispatch_uid="runs.consumers.member_removed")
+def member_removed(sender: type, instance: Membership, **kwargs: Any) -> None:
+    """Tell the removed user's open streams, once the removal is committed (a stream
+    that looked earlier would still see the membership)."""
+    user_id = instance.user_id
+    transaction.on_commit(lambda: tell_streams(user_id))
+
+
+def tell_streams(user_id: int) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "access.changed"}
+    loop = _consumer_loop
+    if loop is not None and not loop.is_closed():
+        # The in-memory layer is not thread-safe: send on the consumers' loop.
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(member_group(user_id), message), loop)
+        future.add_done_callback(_log_failure)
+    elif not isinstance(layer, InMemoryChannelLayer):  # streams in other processes
+        try:
+            async_to_sync(layer.group_send)(member_group(user_id), message)
+        except Exception:
+            logger.exception("Could not tell user %s's live streams that their access changed", user_id)
+    # In memory without a consumer loop: no stream is open in this process.
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("Could not tell live streams that access changed", exc_info=future.exception())
 
 
 def visible_experiment_ids(user: Any, among: list[int] | None = None) -> set[int]:

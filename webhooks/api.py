@@ -24,10 +24,15 @@ class WebhookViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         webhook = serializer.save()
-        return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)
+        data = WebhookCreatedSerializer(webhook, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=WebhookDeliverySerializer(many=True))
     @action(detail=True, methods=["get"])
     def deliveries(self, request: Request, pk: str | None = None) -> Response:
-        page = self.paginate_queryset(self.get_object().deliveries.order_by("-created_at", "-id"))
-        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
+        webhook = self.get_object()
+        page = self.paginate_queryset(
+            webhook.deliveries.select_related("webhook").order_by("-created_at", "-id")
+        )
+        context = {**self.get_serializer_context(), "member_role": webhook.member_role}
+        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True, context=context).data)

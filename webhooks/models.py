@@ -158,7 +158,11 @@ class WebhookDelivery(models.Model):
         claimable = Q(status=DeliveryStatus.PENDING) | Q(status=DeliveryStatus.SENDING, claimed_at__lt=stale)
         return bool(
             cls.objects.filter(claimable, pk=delivery_id).update(
-                status=DeliveryStatus.SENDING, claimed_at=now
+                # updated_at too: .update() skips auto_now, and the recovery
+                # leaves alone what moved within the lease.
+                status=DeliveryStatus.SENDING,
+                claimed_at=now,
+                updated_at=now,
             )
         )
 

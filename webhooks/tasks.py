@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
 from engine.events import Event
 from runs.queue import RetryJob, distributed, enqueue
-from webhooks.delivery import MAX_ATTEMPTS, attempt_delivery, backoff_s, lease_s
+from webhooks.delivery import MAX_ATTEMPTS, Attempt, attempt_delivery, backoff_s, lease_s
 from webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+# Claims made before this moment belong to an earlier process (apps import this module at start).
+PROCESS_STARTED = timezone.now()
 
 
 def dispatch_event(event: Event) -> int:
@@ -54,8 +59,7 @@ def send_delivery(delivery_id: int) -> str:
     if not delivery.webhook.active:
         delivery.finish(False, "Not sent: the webhook was deactivated before this delivery went out.")
         return str(delivery.status)
-    body = delivery.body()
-    attempt = attempt_delivery(delivery.webhook.url, body, delivery.headers(body))
+    attempt = _attempt(delivery)
     delivery.record_attempt(attempt)
     # A delivery taken over from a dead worker keeps the attempts already made.
     if attempt.ok or attempt.permanent or delivery.attempts >= MAX_ATTEMPTS:
@@ -63,6 +67,26 @@ def send_delivery(delivery_id: int) -> str:
         return str(delivery.status)
     delivery.release()
     raise RetryJob(f"Delivery {delivery_id}: attempt {delivery.attempts} failed: {attempt.error}")
+
+
+def _attempt(delivery: WebhookDelivery) -> Attempt:
+    """One attempt; an error nobody foresaw is a failed attempt too (retried like any
+    other, counted toward MAX_ATTEMPTS), never a delivery left "sending"."""
+    started_at = datetime.now(UTC)
+    try:
+        body = delivery.body()
+        return attempt_delivery(delivery.webhook.url, body, delivery.headers(body))
+    except Exception as exc:
+        logger.exception("Webhook delivery %s: unexpected error", delivery.pk)
+        duration_ms = round((datetime.now(UTC) - started_at).total_seconds() * 1000)
+        return Attempt(
+            started_at=started_at,
+            duration_ms=duration_ms,
+            error=(
+                f"Unexpected error while sending ({type(exc).__name__}: {exc}). Check the webhook's URL; "
+                "if it looks right, the server log has the details."
+            ),
+        )
 
 
 def _final_error(delivery: WebhookDelivery) -> str:
@@ -75,7 +99,13 @@ def recover_deliveries(startup: bool = False) -> int:
     process, a worker killed mid-attempt. At a single-machine server's start every
     unfinished delivery is such a one (claims keep a live sender's from going twice)."""
     unfinished = WebhookDelivery.objects.filter(status__in=(DeliveryStatus.PENDING, DeliveryStatus.SENDING))
-    if not (startup and not distributed()):
+    if startup and not distributed():
+        # This process is the only sender and has just started: what an earlier process
+        # was sending, it will never finish. Hand it back so the claim takes it.
+        unfinished.filter(status=DeliveryStatus.SENDING, claimed_at__lt=PROCESS_STARTED).update(
+            status=DeliveryStatus.PENDING, claimed_at=None, updated_at=timezone.now()
+        )
+    else:
         longest_wait = sum(backoff_s(n, jitter=1.0) for n in range(MAX_ATTEMPTS - 1))
         unfinished = unfinished.filter(
             updated_at__lt=timezone.now() - timedelta(seconds=lease_s() + longest_wait)

@@ -5,7 +5,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from endpoints.models import Endpoint
-from projects.models import Membership, Project, Role
+from projects.models import LastAdmin, Membership, Project, Role
 from tests.api.helpers import STUB_PIPELINE
 from tests.factories import add_member, make_endpoint, make_project, make_user, team_project
 
@@ -128,3 +128,27 @@ def test_a_viewer_is_refused_before_the_body_is_even_read(db):
     response = client_for(viewer).post("/api/experiments/", {}, format="json")
     assert response.status_code == 403
     assert "editor" in response.json()["detail"]
+
+
+def test_adding_a_member_twice_is_a_conflict_and_keeps_the_first_role(api, alice):
+    make_user("charlie")
+    url = f"/api/projects/{team_project().pk}/members/"
+    assert api.post(url, {"username": "charlie", "role": "editor"}, format="json").status_code == 201
+    # No look-before-create: the second add reaches the unique constraint, as a racing one would.
+    response = api.post(url, {"username": "charlie", "role": "admin"}, format="json")
+    assert response.status_code == 409
+    assert response.json() == {"detail": "charlie is already a member; change their role instead."}
+    assert team_project().memberships.get(user__username="charlie").role == Role.EDITOR
+
+
+def test_two_admins_demoting_each_other_leave_one_admin(alice, bob):
+    team = team_project()
+    team.memberships.filter(user=bob).update(role=Role.ADMIN)
+    # Both read while the other was still an admin, as two requests at once would.
+    hers, his = team.memberships.get(user=alice), team.memberships.get(user=bob)
+    hers.change_role(Role.EDITOR)
+    with pytest.raises(LastAdmin):
+        his.change_role(Role.VIEWER)
+    with pytest.raises(LastAdmin):
+        his.remove()
+    assert team_project().role_of(bob) == Role.ADMIN

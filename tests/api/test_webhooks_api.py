@@ -74,3 +74,31 @@ def test_deleting_a_webhook(api):
     webhook = Webhook.objects.create(project=team_project(), url=URL)
     assert api.delete(f"/api/webhooks/{webhook.pk}/").status_code == 204
     assert not Webhook.objects.exists()
+
+
+SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+
+
+def test_only_admins_read_a_webhooks_full_url(api, bob_api):
+    webhook = Webhook.objects.create(project=team_project(), url=SLACK)
+    WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="sweep.completed",
+        status=DeliveryStatus.FAILED,
+        error=f"Failed after 1 attempt. Last error: Could not reach {SLACK}: refused.",
+        attempt_log=[{"error": f"Could not reach {SLACK}: refused.", "status_code": None}],
+    )
+    # bob is an editor: below admin, only the scheme and host show.
+    for response in (bob_api.get("/api/webhooks/"), bob_api.get(f"/api/webhooks/{webhook.pk}/")):
+        body = response.content.decode()
+        assert "XXXXSECRET" not in body and "https://hooks.slack.com/…" in body
+    deliveries = bob_api.get(f"/api/webhooks/{webhook.pk}/deliveries/").json()["results"]
+    assert (
+        deliveries[0]["error"]
+        == "Failed after 1 attempt. Last error: Could not reach https://hooks.slack.com/…: refused."
+    )
+    assert "XXXXSECRET" not in str(deliveries)
+    # alice is an admin: she manages the URL, so she reads it whole.
+    assert api.get(f"/api/webhooks/{webhook.pk}/").json()["url"] == SLACK
+    assert SLACK in api.get(f"/api/webhooks/{webhook.pk}/deliveries/").json()["results"][0]["error"]
+    assert api.post("/api/webhooks/", {"url": SLACK + "2"}, format="json").json()["url"] == SLACK + "2"

@@ -3,7 +3,6 @@ the connection test (and so every call) goes through it, with either HTTP transp
 
 import pytest
 
-from endpoints.api import test_connection
 from tests.factories import make_endpoint
 from tests.http_proxy import LoopbackProxy
 
@@ -22,7 +21,7 @@ def test_an_endpoint_only_the_proxy_can_reach_answers_the_connection_test(
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         endpoint = make_endpoint(base_url=f"http://llm.invalid:{llm_stub.port}/v1")
         assert endpoint.engine_config().http_transport == transport
-        report = test_connection(endpoint)
+        report = endpoint.test_connection()
     assert report["ok"], report["error"]
     assert report["models"] == ["stub-small", "stub-large"]
     assert proxy.seen == [f"GET http://llm.invalid:{llm_stub.port}/v1/models"]

@@ -21,7 +21,9 @@ from django.test import Client
 from engine.events import Event, EventType
 from engine.events_redis import RedisEventBus
 from experiments.models import Experiment
+from projects.models import Membership, Project
 from promptlooper_site.asgi import application
+from runs.consumers import SETTLE_S
 from runs.events import event_bus, flush_publisher, reset_event_bus
 from tests import workers
 from tests.api.helpers import STUB_PIPELINE
@@ -289,3 +291,32 @@ def _try(func, *args) -> list[BaseException]:
     except BaseException as exc:
         return [exc]
     return []
+
+
+async def test_a_removed_member_stops_hearing_the_projects_events(mode, browser) -> None:
+    experiment_socket = await browser.open("/ws/experiments/1/")
+    events_socket = await browser.open("/ws/events/")
+    before = await publish([1])
+    assert await receive_ids(experiment_socket, 1) == [before[0].id]
+    assert await receive_ids(events_socket, 1) == [before[0].id]
+
+    membership = await sync_to_async(Membership.objects.get)(user__username="alice")
+    await sync_to_async(membership.remove)()
+
+    # The experiment's stream closes as if the experiment did not exist.
+    assert await experiment_socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    # The all-events stream stays open but no longer shows the project's experiments.
+    await publish([1, 2])
+    assert await events_socket.receive_nothing(timeout=SETTLE_S + 0.5)
+    await events_socket.disconnect()
+
+
+async def test_removing_someone_else_leaves_a_members_streams_alone(mode, browser) -> None:
+    communicator = await browser.open("/ws/experiments/1/")
+    project = await sync_to_async(Project.objects.get)()
+    bob = await sync_to_async(User.objects.create_user)("bob")
+    membership = await sync_to_async(project.add_member)(bob, "editor")
+    await sync_to_async(membership.remove)()
+    events = await publish([1])
+    assert await receive_ids(communicator, 1) == [events[0].id]
+    await communicator.disconnect()

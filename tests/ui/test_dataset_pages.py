@@ -112,3 +112,22 @@ def test_rows_cannot_change_while_a_sweep_runs_on_them(client, experiment):
         reverse("ui:dataset", args=[experiment.pk]), {"reference": "x", "input_country": "Chile"}, follow=True
     )
     assert experiment.items.count() == 3
+
+
+def test_a_viewer_reads_the_dataset_without_buttons_that_would_refuse_them(client, experiment, bob):
+    from projects.models import Role
+    from tests.factories import add_member, make_user
+
+    url = reverse("ui:dataset", args=[experiment.pk])
+    item = experiment.items.first()
+    edit_url = reverse("ui:dataset_item", args=[experiment.pk, item.pk])
+    client.force_login(bob)  # an editor: everything is offered
+    page = client.get(url).content.decode()
+    assert "Add row" in page and "Preview import" in page and edit_url in page
+    viewer = make_user("victor")
+    add_member(experiment.project, viewer, Role.VIEWER)
+    client.force_login(viewer)
+    page = client.get(url).content.decode()
+    assert client.get(url).status_code == 200 and item.reference[:20] in page
+    assert "Add row" not in page and "Preview import" not in page and edit_url not in page
+    assert "New experiment" not in page  # the header asks the same rule

@@ -143,3 +143,30 @@ def test_an_openai_parameter_is_not_an_extra(client):
     response = client.post(reverse("ui:endpoint_create"), form_data(extra_params="top_k, temperature"))
     assert "&#x27;temperature&#x27; is an OpenAI parameter" in response.content.decode()
     assert not Endpoint.objects.exists()
+
+
+def test_moving_to_another_host_with_a_new_key_still_warns_about_the_cleared_headers(client):
+    endpoint = make_endpoint(api_key=SECRET)
+    endpoint.set_extra_headers({"X-Team": "zebra"})
+    endpoint.save()
+    data = form_data(base_url="https://elsewhere.example/v1", api_key="sk-new-key-for-elsewhere")
+    response = client.post(reverse("ui:endpoint_edit", args=[endpoint.pk]), data, follow=True)
+    page = response.content.decode()
+    assert "The base URL moved to another host" in page and "Enter again what the new host needs" in page
+    endpoint.refresh_from_db()
+    assert endpoint.get_api_key() == "sk-new-key-for-elsewhere" and endpoint.get_extra_headers() == {}
+
+
+def test_only_editors_and_admins_see_the_test_button(client, bob):
+    from projects.models import Role
+    from tests.factories import add_member, make_user, team_project
+
+    make_endpoint()
+    assert "Test connection" in client.get(reverse("ui:endpoint_list")).content.decode()  # alice, admin
+    client.force_login(bob)  # an editor
+    assert "Test connection" in client.get(reverse("ui:endpoint_list")).content.decode()
+    viewer = make_user("victor")
+    add_member(team_project(), viewer, Role.VIEWER)
+    client.force_login(viewer)
+    page = client.get(reverse("ui:endpoint_list")).content.decode()
+    assert "Test connection" not in page and "local" in page

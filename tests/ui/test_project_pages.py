@@ -55,6 +55,16 @@ def test_admins_add_change_and_remove_members(as_alice):
     assert not team_project().memberships.filter(user__username="charlie").exists()
 
 
+def test_adding_a_member_twice_says_so_on_the_form(as_alice):
+    make_user("charlie")
+    url = reverse("ui:members", args=[team_project().pk])
+    as_alice.post(url, {"username": "charlie", "role": "viewer"})
+    response = as_alice.post(url, {"username": "charlie", "role": "admin"})
+    assert response.status_code == 200
+    assert "charlie is already a member; change their role instead." in response.content.decode()
+    assert team_project().memberships.get(user__username="charlie").role == Role.VIEWER
+
+
 def test_the_last_admin_stays(as_alice, alice):
     change = reverse("ui:member_change", args=[team_project().pk, alice.pk])
     response = as_alice.post(change, {"remove": "on"}, follow=True)

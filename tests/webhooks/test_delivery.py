@@ -337,3 +337,46 @@ def test_a_webhook_hears_its_own_projects_events_only():
     )
     unknown = Event(44, "sweep.completed", experiment_id=None, sweep_id=None, data={}, ts=time.time())
     assert dispatch_event(unknown) == 0
+
+
+# -- errors nobody foresaw -------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_failed_attempt_and_the_delivery_ends_failed(transactional_db):
+    # The URL field accepts five-digit ports; this one only fails when the sender reads it.
+    d = deliver(make_delivery("http://127.0.0.1:99999/hook"))
+
+    assert d.status == DeliveryStatus.FAILED
+    assert d.attempts == 3 and len(d.attempt_log) == 3
+    assert d.error.startswith(
+        "Failed after 3 attempts. Last error: Unexpected error while sending (ValueError"
+    )
+    assert "Port out of range" in d.error and "Check the webhook's URL" in d.error
+
+
+@pytest.mark.django_db
+def test_a_claim_counts_as_activity_for_the_recovery(receiver):
+    from webhooks.tasks import recover_deliveries
+
+    d = make_delivery(receiver.url)
+    WebhookDelivery.objects.filter(pk=d.pk).update(updated_at=timezone.now() - timedelta(days=1))
+    assert WebhookDelivery.claim(d.pk)
+    # Being sent right now: the periodic recovery must not enqueue it again.
+    assert recover_deliveries() == 0
+
+
+def test_at_startup_a_delivery_left_sending_by_the_previous_process_is_sent(receiver, transactional_db):
+    from webhooks.tasks import PROCESS_STARTED, recover_deliveries
+
+    d = make_delivery(receiver.url)
+    # Claimed a moment before the restart: well within the lease.
+    just_before = PROCESS_STARTED - timedelta(seconds=1)
+    WebhookDelivery.objects.filter(pk=d.pk).update(
+        status=DeliveryStatus.SENDING, claimed_at=just_before, updated_at=just_before
+    )
+
+    assert recover_deliveries(startup=True) == 1
+    assert wait_for_in_process_jobs(timeout=30)
+
+    d.refresh_from_db()
+    assert d.status == DeliveryStatus.SUCCEEDED and d.attempts == 1 and receiver.calls == 1
