@@ -90,7 +90,7 @@ def test_the_edit_page_forgets_the_key_on_a_new_host_too(client, alice, victims_
         "extra_headers": "",
     }
     response = client.post(reverse("ui:endpoint_edit", args=[victims_endpoint.pk]), form, follow=True)
-    assert b"the stored key was cleared" in response.content
+    assert b"the key and extra headers stored for the old host were cleared" in response.content
     client.post(reverse("ui:endpoint_test", args=[victims_endpoint.pk]))
     assert thief_server.models_request_headers and KEY not in seen_secrets(thief_server)
 
