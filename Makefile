@@ -29,13 +29,18 @@ test: install-dev
 lint:
 	$(VENV)/bin/ruff check .
 
-bench: install-dev
+# The benchmarks need the app's packages and the services, not the dev tools, Chromium or
+# the bundled model (they import nothing from requirements-dev.txt).
+bench: $(PY) services
+	$(PIP) install -q -r requirements.txt
 	$(PY) bench/sweep_throughput.py
 
-bench-racing: install-dev
+bench-racing: $(PY) services
+	$(PIP) install -q -r requirements.txt
 	$(PY) bench/racing.py
 
-bench-reads: install-dev
+bench-reads: $(PY) services
+	$(PIP) install -q -r requirements.txt
 	$(PY) bench/scale_reads.py
 
 services:

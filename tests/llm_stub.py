@@ -71,35 +71,22 @@ class LLMStub(LoopbackServer):
         send_usage: bool = True,
         response_formats: tuple[str, ...] | None = None,
     ):
-        self.responder = responder
-        # The response_format types taken (and then ignored); None takes any.
-        self.response_formats = response_formats
-        self.scripted: deque[str] = deque()
-        self.latency_ms = latency_ms
-        self.models = models
-        self.send_usage = send_usage
-        self.faults: deque[Fault] = deque()
-        self.requests: list[dict[str, Any]] = []
-        self.embedding_requests: list[dict[str, Any]] = []
-        self.request_times: list[float] = []
-        self.request_headers: list[dict[str, str]] = []  # per chat completion, names lowercased
-        self.models_request_headers: list[dict[str, str]] = []  # per GET /models (connection tests)
-        self.request_ports: list[int] = []  # the client's port: one per kept-alive connection
-        self.answered: list[dict[str, Any]] = []  # chat completions whose answer went out: paid for
-        self.in_flight = 0
-        self.max_in_flight = 0
-        # Plays a rate-limited server: a chat completion that arrives while this many are
-        # being served is answered 429 at once, with `retry_after` as its Retry-After.
-        self.capacity: int | None = None
-        self.retry_after = "1"
-        self.serving = 0
-        self.max_serving = 0
-        self.rate_limited = 0  # 429s sent for capacity
+        # What reset() puts back: each test sharing a stub starts from these.
+        self._defaults: dict[str, Any] = {
+            "responder": responder,
+            "latency_ms": latency_ms,
+            "models": models,
+            "send_usage": send_usage,
+            # The response_format types taken (and then ignored); None takes any.
+            "response_formats": response_formats,
+        }
         self._lock = threading.Lock()
-        self._answer_limit: int | None = None
-        self._admitted = 0
         self._released = threading.Event()
         self._era = 0  # drop_held() starts a new one: calls of an earlier era are never answered
+        # reset() starts a new generation: a call of an earlier one (a test that is over)
+        # is never answered and no longer counted.
+        self._generation = 0
+        self._restore()
         super().__init__()
 
     @property
@@ -134,16 +121,38 @@ class LLMStub(LoopbackServer):
         return len(self.requests)
 
     def reset(self) -> None:
+        """Back to the state the constructor left: every setting, script, fault, count and
+        hold. A call still held (hold_after) or still being served for an earlier test is
+        dropped unanswered and no longer counted."""
         with self._lock:
-            self.requests.clear()
-            self.embedding_requests.clear()
-            self.request_times.clear()
-            self.request_headers.clear()
-            self.request_ports.clear()
-            self.faults.clear()
-            self.scripted.clear()
-            self.max_in_flight = 0
-            self.capacity, self.max_serving, self.rate_limited = None, 0, 0
+            self._generation += 1
+            self._era += 1
+            self._restore()
+        self._released.set()  # release any handler waiting in _admit()
+
+    def _restore(self) -> None:
+        for name, value in self._defaults.items():
+            setattr(self, name, value)
+        self.scripted: deque[str] = deque()
+        self.faults: deque[Fault] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
+        self.request_times: list[float] = []
+        self.request_headers: list[dict[str, str]] = []  # per chat completion, names lowercased
+        self.models_request_headers: list[dict[str, str]] = []  # per GET /models (connection tests)
+        self.request_ports: list[int] = []  # the client's port: one per kept-alive connection
+        self.answered: list[dict[str, Any]] = []  # chat completions whose answer went out: paid for
+        self.in_flight = 0
+        self.max_in_flight = 0
+        # Plays a rate-limited server: a chat completion that arrives while this many are
+        # being served is answered 429 at once, with `retry_after` as its Retry-After.
+        self.capacity: int | None = None
+        self.retry_after = "1"
+        self.serving = 0
+        self.max_serving = 0
+        self.rate_limited = 0  # 429s sent for capacity
+        self._answer_limit: int | None = None
+        self._admitted = 0
 
     def _record(
         self, body: dict[str, Any], headers: dict[str, str] | None = None, port: int = 0
@@ -194,13 +203,20 @@ class LLMStub(LoopbackServer):
             self.max_serving = max(self.max_serving, self.serving)
             return True
 
-    def _give_capacity(self) -> None:
+    def _give_capacity(self, generation: int) -> None:
         with self._lock:
-            self.serving -= 1
+            if generation == self._generation:
+                self.serving -= 1
 
-    def _done(self) -> None:
+    def _done(self, generation: int) -> None:
         with self._lock:
-            self.in_flight -= 1
+            if generation == self._generation:
+                self.in_flight -= 1
+
+    def _answered(self, body: dict[str, Any], generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self.answered.append(body)
 
     def _latency(self, body: dict[str, Any]) -> float:
         value = self.latency_ms(body) if callable(self.latency_ms) else self.latency_ms
@@ -274,7 +290,7 @@ class _Handler(LoopbackHandler):
 
     def _chat(self, body: dict[str, Any]) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        era = self.stub._era
+        era, generation = self.stub._era, self.stub._generation
         fault = self.stub._record(body, headers, self.client_address[1])
         taken = self.stub._take_capacity()
         if taken is False:
@@ -284,7 +300,7 @@ class _Handler(LoopbackHandler):
                     429, json.dumps(message).encode(), headers={"Retry-After": self.stub.retry_after}
                 )
             finally:
-                self.stub._done()
+                self.stub._done(generation)
         try:
             time.sleep(self.stub._latency(body))
             if not self.stub._admit(era):
@@ -302,12 +318,11 @@ class _Handler(LoopbackHandler):
                 self._stream(body, text)
             else:
                 self._json(200, self._completion(body, text))
-            with self.stub._lock:
-                self.stub.answered.append(body)
+            self.stub._answered(body, generation)
         finally:
             if taken:
-                self.stub._give_capacity()
-            self.stub._done()
+                self.stub._give_capacity(generation)
+            self.stub._done(generation)
 
     def _apply_fault(self, fault: Fault) -> bool:
         """Send the fault's reply; False means 'then answer normally'."""

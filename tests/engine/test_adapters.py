@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,20 +20,6 @@ MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "say hello to alice"},
 ]
-
-
-@pytest.fixture(scope="module")
-def shared_stub() -> Iterator[LLMStub]:
-    # One server for the module: stopping one waits up to 0.5 s for its poll loop.
-    with LLMStub() as stub:
-        yield stub
-
-
-@pytest.fixture
-def stub(shared_stub: LLMStub) -> LLMStub:
-    shared_stub.reset()
-    shared_stub.send_usage = True
-    return shared_stub
 
 
 # The HTTP transport of the endpoints made here; every test runs on each (LLM_HTTP_TRANSPORT).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,20 +13,6 @@ from engine.cache import CachedResponse, InMemoryCacheStore, ResponseCache
 from engine.gateway import Gateway
 from engine.types import AdapterError, EndpointConfig
 from tests.llm_stub import LLMStub, embed_text
-
-
-@pytest.fixture(scope="module")
-def shared_stub() -> Iterator[LLMStub]:
-    with LLMStub() as stub:
-        yield stub
-
-
-@pytest.fixture
-def stub(shared_stub: LLMStub) -> LLMStub:
-    shared_stub.reset()
-    shared_stub.latency_ms = 0.0
-    shared_stub.responder = lambda body: f"echo: {body['messages'][-1]['content']}"
-    return shared_stub
 
 
 def make_endpoint(stub: LLMStub, name: str = "alice-vllm", **kwargs: Any) -> EndpointConfig:

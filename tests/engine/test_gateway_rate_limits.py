@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,20 +14,6 @@ from tests.llm_stub import LLMStub
 
 # Fast backoff and patience: a test waits for real pauses.
 FAST = {"backoff_base_s": 0.01, "patience_s": 1.0}
-
-
-@pytest.fixture(scope="module")
-def shared_stub() -> Iterator[LLMStub]:
-    with LLMStub() as stub:
-        yield stub
-
-
-@pytest.fixture
-def stub(shared_stub: LLMStub) -> LLMStub:
-    shared_stub.reset()
-    shared_stub.latency_ms = 0.0
-    shared_stub.retry_after = "1"
-    return shared_stub
 
 
 def endpoint(stub: LLMStub, **kwargs: Any) -> EndpointConfig:

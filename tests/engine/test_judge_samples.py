@@ -4,7 +4,6 @@ sample its own cache entry; the score is the mean rating and the spread is kept.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,18 +14,6 @@ from engine.types import EndpointConfig, ScoreContext, ScorerSpec
 from tests.llm_stub import LLMStub
 
 ITEM = {"question": "What is the capital of France?"}
-
-
-@pytest.fixture(scope="module")
-def shared_stub() -> Iterator[LLMStub]:
-    with LLMStub() as stub:
-        yield stub
-
-
-@pytest.fixture
-def stub(shared_stub: LLMStub) -> LLMStub:
-    shared_stub.reset()
-    return shared_stub
 
 
 def judge(samples: int):

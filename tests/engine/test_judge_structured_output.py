@@ -18,19 +18,6 @@ from tests.llm_stub import LLMStub
 ITEM = {"question": "What is the capital of France?"}
 
 
-@pytest.fixture(scope="module")
-def shared_stub() -> Iterator[LLMStub]:
-    with LLMStub() as stub:
-        yield stub
-
-
-@pytest.fixture
-def stub(shared_stub: LLMStub) -> LLMStub:
-    shared_stub.reset()
-    shared_stub.response_formats = None
-    return shared_stub
-
-
 @pytest.fixture
 def plain_adapter() -> Iterator[str]:
     """An OpenAI-compatible adapter that declares no structured output."""

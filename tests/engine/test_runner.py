@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,21 +15,6 @@ from engine.runner import InMemoryResultSink, RunOutcome, RunSpec, plan_stages, 
 from engine.types import EndpointConfig, Item, ScorerSpec, Stage
 from tests.llm_stub import LLMStub
 
-
-@pytest.fixture(scope="module")
-def shared_stub() -> Iterator[LLMStub]:
-    with LLMStub() as stub:
-        yield stub
-
-
-@pytest.fixture
-def stub(shared_stub: LLMStub) -> LLMStub:
-    shared_stub.reset()
-    shared_stub.latency_ms = 0.0
-    shared_stub.responder = answer
-    return shared_stub
-
-
 JUDGE_REPLY = {"text": "7"}
 
 
@@ -38,6 +22,13 @@ def answer(body: dict[str, Any]) -> str:
     """Echo the user prompt; rate anything that asks for grading."""
     user = body["messages"][-1]["content"]
     return JUDGE_REPLY["text"] if "grading" in user else f"echo: {user}"
+
+
+@pytest.fixture
+def stub(stub: LLMStub) -> LLMStub:
+    """The shared stub (tests/engine/conftest.py), answering with `answer`."""
+    stub.responder = answer
+    return stub
 
 
 def make_endpoint(stub: LLMStub, name: str = "alice-vllm") -> EndpointConfig:

@@ -2,7 +2,7 @@
 
 import time
 
-from runs.models import Run, Sweep
+from runs.models import FINISHED_SWEEP_STATUSES, Run, Sweep
 
 
 def quality_responder(body):
@@ -18,9 +18,7 @@ def quality_responder(body):
     return "Let me think about geography for a while, there are many cities."
 
 
-def wait_for_sweep(
-    sweep: Sweep, statuses=("completed", "stopped", "budget_exhausted", "failed"), timeout: float = 60
-) -> Sweep:
+def wait_for_sweep(sweep: Sweep, statuses=FINISHED_SWEEP_STATUSES, timeout: float = 60) -> Sweep:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sweep.refresh_from_db()

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ import httpx
 import pytest
 from django.conf import settings
 
+from tests.workers import free_port
+
 FIRST_PAGE_WITHIN_S = 60
 SLOW_BUILD = "echo 'compiling llama.cpp (a stand-in)'; sleep 120"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -45,20 +40,24 @@ def fresh_run(tmp_path):
         "--model-port",
         str(free_port()),
     ]
+    # Its output goes to a file, as SingleMachineServer's does (tests/workers.py): a pipe
+    # nobody reads while it runs would fill up and stall it.
+    log_path = tmp_path / "run_local.log"
     started = time.monotonic()
-    process = subprocess.Popen(
-        command, cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    yield process, f"http://127.0.0.1:{port}", tmp_path / "var", started
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        yield process, f"http://127.0.0.1:{port}", tmp_path / "var", started, log_path
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
 
 
-def first_answer(url: str, process: subprocess.Popen) -> httpx.Response:
+def first_answer(url: str, process: subprocess.Popen, log_path: Path) -> httpx.Response:
     deadline = time.monotonic() + FIRST_PAGE_WITHIN_S
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
+        assert process.poll() is None, log_path.read_text()
         try:
             return httpx.get(url + "/accounts/login/", timeout=2)
         except httpx.HTTPError:
@@ -77,8 +76,8 @@ def logged_in(url: str, var: Path) -> httpx.Client:
 
 
 def test_a_fresh_make_run_serves_the_login_page_while_the_model_builds(fresh_run):
-    process, url, var, started = fresh_run
-    response = first_answer(url, process)
+    process, url, var, started, log_path = fresh_run
+    response = first_answer(url, process, log_path)
     assert response.status_code == 200 and "Log in" in response.text
     assert time.monotonic() - started < FIRST_PAGE_WITHIN_S
     status = json.loads((var / "local-model-build.json").read_text())
@@ -87,7 +86,8 @@ def test_a_fresh_make_run_serves_the_login_page_while_the_model_builds(fresh_run
     assert "The bundled local model is building" in dashboard
     assert "compiling llama.cpp (a stand-in)" in dashboard and 'id="model-build-elapsed"' in dashboard
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=20)
+    process.wait(timeout=20)
+    output = log_path.read_text()
     assert "Building the bundled model in the background" in output
     assert "Local model: building" in output and "compiling llama.cpp (a stand-in)" in output
     assert json.loads((var / "local-model-build.json").read_text())["state"] == "building"

@@ -11,12 +11,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def experiment(db):
     return make_experiment(make_endpoint())
 

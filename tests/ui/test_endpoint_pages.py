@@ -12,12 +12,6 @@ pytestmark = pytest.mark.django_db
 SECRET = "sk-live-do-not-leak-123"
 
 
-@pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
 def form_data(**overrides) -> dict:
     data = {
         "name": "local",

@@ -13,12 +13,6 @@ from tests.factories import make_endpoint, make_experiment
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
 def management(prefix: str, total: int, initial: int = 0) -> dict:
     return {f"{prefix}-TOTAL_FORMS": str(total), f"{prefix}-INITIAL_FORMS": str(initial)}
 

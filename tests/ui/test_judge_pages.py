@@ -14,12 +14,6 @@ pytestmark = pytest.mark.django_db
 STATS = {"judge": {"scored": 2, "errors": 1, "mean_spread": 0.82, "spread_outputs": 2}}
 
 
-@pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
 def judged_experiment(config: dict):
     make_endpoint("judge-box", default_model="qwen-judge")
     judge = {"type": "llm_judge", "name": "judge", "weight": 1.0, "config": config}

@@ -10,12 +10,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def experiment():
     return make_experiment(make_endpoint(), parameter_space={"temperature": [0.0, 0.5, 1.0]})
 

@@ -15,12 +15,6 @@ N_ITEMS = 30
 
 
 @pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def experiment(db):
     items = [({"country": f"Country {i}"}, f"Capital {i}") for i in range(N_ITEMS)]
     return make_experiment(make_endpoint(), items=items)

@@ -14,6 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
+def client() -> Client:
+    """Nobody logged in (tests/ui/conftest.py's client is alice's): each test logs in whom it checks."""
+    return Client()
+
+
+@pytest.fixture
 def world(alice):
     endpoint = make_endpoint()
     experiment = make_experiment(endpoint)

@@ -21,12 +21,6 @@ CONFIGS = {0.0: ([1.0, 1.0, 1.0], 90), 0.2: ([1.0, 1.0, 0.9], 30), 1.0: ([0.0, 0
 
 
 @pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def sweep() -> Sweep:
     experiment = make_experiment(
         make_endpoint(), scorers=SCORERS, parameter_space={"temperature": list(CONFIGS)}

@@ -10,12 +10,6 @@ from tests.factories import make_endpoint, make_experiment
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def client(client, alice):
-    client.force_login(alice)
-    return client
-
-
 def make_sweep(status: str = SweepStatus.RUNNING) -> Sweep:
     endpoint = Endpoint.objects.first() or make_endpoint()
     experiment = make_experiment(endpoint)

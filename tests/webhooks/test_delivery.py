@@ -117,7 +117,7 @@ def test_retries_wait_longer_each_time(receiver, settings, transactional_db):
 
 def test_a_retry_waits_on_a_timer_not_in_a_webhook_thread(settings, transactional_db):
     settings.WEBHOOK_WORKERS = 1
-    settings.WEBHOOK_RETRY_BASE_S = 2
+    settings.WEBHOOK_RETRY_BASE_S = 5  # far longer than sending the second delivery takes
     with WebhookReceiver() as failing, WebhookReceiver() as healthy:
         failing.always_fail()
         first = make_delivery(failing.url)
@@ -125,11 +125,17 @@ def test_a_retry_waits_on_a_timer_not_in_a_webhook_thread(settings, transactiona
         wait_until(lambda: failing.calls == 1)
         second = make_delivery(healthy.url)
         enqueue_delivery(second.pk)
-        # The only webhook thread is free while the first delivery waits for its retry.
-        assert wait_until_finished(second, timeout=1.5).status == DeliveryStatus.SUCCEEDED
+        # The only webhook thread is free while the first delivery waits for its retry:
+        # the second goes out before that retry (a thread asleep in it would send the
+        # second only after the first's last attempt, 15 s on).
+        assert wait_until_finished(second, timeout=30).status == DeliveryStatus.SUCCEEDED
         first.refresh_from_db()
-        assert first.status == DeliveryStatus.PENDING and first.attempts == 1
+        assert first.status == DeliveryStatus.PENDING and first.attempts == 1 and failing.calls == 1
+        # Its retry then finds the webhook switched off and ends it: one pause, not two.
+        Webhook.objects.filter(pk=first.webhook_id).update(active=False)
         assert wait_for_in_process_jobs(timeout=60)
+    first.refresh_from_db()
+    assert first.status == DeliveryStatus.FAILED and failing.calls == 1
 
 
 def test_a_receiver_that_does_not_answer_in_time_counts_as_a_failed_attempt(
